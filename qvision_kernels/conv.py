@@ -1,0 +1,225 @@
+"""int8 convolution and fully-connected layers: validation, weight packing and dispatch.
+
+A layer is prepared once (weights packed in the layout the dot-product instruction consumes, the input
+zero point folded into the bias, multipliers fixed) and then run on any number of inputs::
+
+    layer = QConv2d(weight, bias, x_zero_point=zp_x, multiplier=m, y_zero_point=zp_y,
+                    stride=2, padding=1, act_min=zp_y)          # fused ReLU
+    y = layer(x, num_threads=2)                                  # x: uint8 NHWC
+
+The NumPy reference of the same arithmetic is :func:`qvision_kernels.reference.conv2d_int8`.
+"""
+import numpy as np
+
+from . import _registry
+from .errors import KernelError
+from .reference import conv_output_size
+from .requant import fold_input_zero_point
+from .threads import resolve_num_threads
+
+# The reduction of one output channel must not overflow int32: K * 255 * 127 < 2**31.
+MAX_REDUCTION = (2 ** 31 - 1) // (255 * 127)
+
+
+def _pair(v, name):
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    v = tuple(int(a) for a in v)
+    if len(v) != 2 or min(v) < 1:
+        raise KernelError('%s must be a positive int or a pair of them, got %r' % (name, v))
+    return v
+
+
+def _pads(v):
+    if isinstance(v, (int, np.integer)):
+        v = (int(v),) * 4
+    v = tuple(int(a) for a in v)
+    if len(v) == 2:
+        v = (v[0], v[1], v[0], v[1])
+    if len(v) != 4 or min(v) < 0:
+        raise KernelError('padding must be an int >= 0, (pad_h, pad_w) or (top, left, bottom, right), '
+                          'got %r' % (v,))
+    return v
+
+
+def _check_u8(v, name):
+    v = int(v)
+    if not 0 <= v <= 255:
+        raise KernelError('%s must be in [0, 255], got %d' % (name, v))
+    return v
+
+
+def pack_weights(weight, groups, patch):
+    """Pack int8 weights [OC, KH, KW, Cg] into blocks of 16 output channels x 4 reduction values.
+
+    Direct layout: [g][block][tap][quad][16][4] with Cg padded to a multiple of 4.  Patch layout
+    (``patch=True``): the whole (kh, kw, c) patch is one reduction axis, padded to a multiple of 4.
+    Padding bytes are zero weights, so they add nothing to the accumulators.
+    """
+    oc, kh, kw, cg = weight.shape
+    ocg = oc // groups
+    nb = (ocg + 15) // 16
+    w = weight.reshape(groups, ocg, kh * kw, cg)
+    if patch:
+        w = w.reshape(groups, ocg, 1, kh * kw * cg)
+    taps, k = w.shape[2], w.shape[3]
+    k4 = (k + 3) // 4 * 4
+    full = np.zeros((groups, nb * 16, taps, k4), np.int8)
+    full[:, :ocg, :, :k] = w
+    # [g, block, lane, tap, quad, 4] -> [g, block, tap, quad, lane, 4]
+    full = full.reshape(groups, nb, 16, taps, k4 // 4, 4).transpose(0, 1, 3, 4, 2, 5)
+    return np.ascontiguousarray(full).reshape(-1)
+
+
+def _per_channel(v, oc, dtype, name):
+    a = np.asarray(v, dtype=dtype)
+    if a.ndim == 0:
+        a = np.full(oc, a, dtype)
+    if a.shape != (oc,):
+        raise KernelError('%s must be a scalar or have shape (%d,), got %s' % (name, oc, a.shape))
+    return a
+
+
+class QConv2d:
+    """A prepared int8 2-D convolution (NHWC uint8 in and out).
+
+    Parameters
+    ----------
+    weight : int8 [OC, KH, KW, C/groups]
+    bias : int32 [OC] or None
+    x_zero_point, y_zero_point : uint8 zero points of input and output
+    multiplier : float32 scalar or [OC], ``s_in * s_w[c] / s_out`` (see requant.multiplier)
+    stride, dilation : int or (h, w);  padding : int, (h, w) or (top, left, bottom, right)
+    groups : int (groups == C == OC is a depthwise convolution)
+    act_min, act_max : uint8 clamp of the output (fused ReLU/ReLU6/Clip; requant.activation_bounds)
+    isa : instruction-set variant name, default the best one for this CPU (qvision_kernels.isa())
+    """
+
+    def __init__(self, weight, bias, x_zero_point, multiplier, y_zero_point, stride=1, padding=0,
+                 dilation=1, groups=1, act_min=0, act_max=255, isa=None):
+        weight = np.asarray(weight)
+        if weight.dtype != np.int8 or weight.ndim != 4:
+            raise KernelError('weight must be int8 [OC, KH, KW, C/groups], got %s %s'
+                              % (weight.dtype, weight.shape))
+        oc, kh, kw, cg = weight.shape
+        groups = int(groups)
+        if groups < 1 or oc % groups:
+            raise KernelError('groups=%d must divide the %d output channels' % (groups, oc))
+        if min(oc, kh, kw, cg) < 1:
+            raise KernelError('weight has an empty dimension: %s' % (weight.shape,))
+        if kh * kw * cg > MAX_REDUCTION:
+            raise KernelError('reduction of %d values per output overflows int32 (max %d)'
+                              % (kh * kw * cg, MAX_REDUCTION))
+        self.weight_shape = weight.shape
+        self.groups = groups
+        self.in_channels = cg * groups
+        self.out_channels = oc
+        self.stride = _pair(stride, 'stride')
+        self.dilation = _pair(dilation, 'dilation')
+        self.pads = _pads(padding)
+        self.x_zero_point = _check_u8(x_zero_point, 'x_zero_point')
+        self.y_zero_point = _check_u8(y_zero_point, 'y_zero_point')
+        self.act_min = _check_u8(act_min, 'act_min')
+        self.act_max = _check_u8(act_max, 'act_max')
+        if self.act_min > self.act_max:
+            raise KernelError('act_min %d > act_max %d' % (self.act_min, self.act_max))
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.dtype != np.int32 or bias.shape != (oc,):
+                raise KernelError('bias must be int32 [%d], got %s %s' % (oc, bias.dtype, bias.shape))
+        mult = _per_channel(multiplier, oc, np.float32, 'multiplier')
+        if not np.all(np.isfinite(mult)) or np.any(mult < 0):
+            raise KernelError('multiplier must be finite and >= 0')
+        self._mod = _registry.module('qconv', isa)
+        self.isa = self._mod.ISA
+        ocg = oc // groups
+        self.depthwise = cg == 1 and ocg == 1
+        folded = fold_input_zero_point(bias, weight, self.x_zero_point)
+        if self.depthwise:
+            cp = (oc + 15) // 16 * 16
+            wdw = np.zeros((kh * kw, cp), np.int32)
+            wdw[:, :oc] = weight.reshape(oc, kh * kw).T
+            self._w = wdw
+            self._bias = np.zeros(cp, np.int32)
+            self._bias[:oc] = folded
+            self._mult = np.zeros(cp, np.float32)
+            self._mult[:oc] = mult
+            self.patch = False
+        else:
+            self.patch = cg % 4 != 0
+            self._w = pack_weights(weight, groups, self.patch)
+            ocgp = (ocg + 15) // 16 * 16
+            self._bias = np.zeros((groups, ocgp), np.int32)
+            self._bias[:, :ocg] = folded.reshape(groups, ocg)
+            self._bias = self._bias.reshape(-1)
+            self._mult = np.zeros((groups, ocgp), np.float32)
+            self._mult[:, :ocg] = mult.reshape(groups, ocg)
+            self._mult = self._mult.reshape(-1)
+
+    def output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        kh, kw = self.weight_shape[1:3]
+        ho = conv_output_size(h, kh, self.stride[0], self.pads[0], self.pads[2], self.dilation[0])
+        wo = conv_output_size(w, kw, self.stride[1], self.pads[1], self.pads[3], self.dilation[1])
+        return (n, ho, wo, self.out_channels)
+
+    def __call__(self, x, out=None, num_threads=1):
+        """Run on uint8 NHWC ``x``; writes into ``out`` (uint8, C-contiguous) when given."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            raise KernelError('input must be a uint8 NHWC array, got %s'
+                              % (getattr(x, 'dtype', type(x).__name__),))
+        if x.shape[3] != self.in_channels:
+            raise KernelError('input has %d channels, the layer expects %d' % (x.shape[3], self.in_channels))
+        shape = self.output_shape(x.shape)
+        if shape[1] < 1 or shape[2] < 1:
+            raise KernelError('input %s is smaller than the kernel %s with padding %s'
+                              % (x.shape[1:3], self.weight_shape[1:3], self.pads))
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        elif out.dtype != np.uint8 or out.shape != shape or not out.flags.c_contiguous:
+            raise KernelError('out must be C-contiguous uint8 %s, got %s %s' % (shape, out.dtype, out.shape))
+        x = np.ascontiguousarray(x)
+        nt = resolve_num_threads(num_threads)
+        kh, kw = self.weight_shape[1:3]
+        if self.depthwise:
+            self._mod.depthwise(x, self._w, self._bias, self._mult, out, kh, kw, self.stride[0],
+                                self.stride[1], self.pads[0], self.pads[1], self.dilation[0],
+                                self.dilation[1], self.x_zero_point, self.y_zero_point, self.act_min,
+                                self.act_max, nt)
+        else:
+            self._mod.conv2d(x, self._w, self._bias, self._mult, out, self.groups,
+                             self.weight_shape[3], self.out_channels // self.groups, kh, kw,
+                             self.stride[0], self.stride[1], self.pads[0], self.pads[1],
+                             self.dilation[0], self.dilation[1], self.x_zero_point, self.y_zero_point,
+                             self.act_min, self.act_max, self.patch, nt)
+        return out
+
+
+class QLinear:
+    """A prepared int8 fully-connected layer / GEMM: uint8 [M, K] x int8 [N, K]^T -> uint8 [M, N].
+
+    Same arithmetic and parameters as :class:`QConv2d` (it is a 1x1 convolution over M pixels).
+    """
+
+    def __init__(self, weight, bias, x_zero_point, multiplier, y_zero_point, act_min=0, act_max=255,
+                 isa=None):
+        weight = np.asarray(weight)
+        if weight.dtype != np.int8 or weight.ndim != 2:
+            raise KernelError('weight must be int8 [N, K], got %s %s' % (weight.dtype, weight.shape))
+        self.out_features, self.in_features = weight.shape
+        self._conv = QConv2d(weight.reshape(weight.shape[0], 1, 1, weight.shape[1]), bias, x_zero_point,
+                             multiplier, y_zero_point, act_min=act_min, act_max=act_max, isa=isa)
+        self.isa = self._conv.isa
+
+    def __call__(self, x, out=None, num_threads=1):
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2:
+            raise KernelError('input must be a uint8 [M, K] array, got %s %s'
+                              % (getattr(x, 'dtype', type(x).__name__), getattr(x, 'shape', '')))
+        m = x.shape[0]
+        if out is None:
+            out = np.empty((m, self.out_features), np.uint8)
+        elif out.dtype != np.uint8 or out.shape != (m, self.out_features) or not out.flags.c_contiguous:
+            raise KernelError('out must be C-contiguous uint8 %s' % ((m, self.out_features),))
+        self._conv(np.ascontiguousarray(x).reshape(1, 1, m, self.in_features),
+                   out=out.reshape(1, 1, m, self.out_features), num_threads=num_threads)
+        return out

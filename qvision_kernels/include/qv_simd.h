@@ -1,0 +1,194 @@
+/*
+ * qv_simd.h - the instruction-set shim under the int8 kernels of qvision_kernels.
+ *
+ * The Cython kernels (qvision_kernels/_qconv.pyx.tp) hold the algorithm: tiling, loops, threads, the order
+ * of the arithmetic.  This header only maps a handful of vector operations onto one instruction set,
+ * chosen by the macro the build defines for each generated module:
+ *
+ *   QV_ISA_AVX512VNNI   512-bit VPDPBUSD (one instruction: 16 lanes x 4 u8*s8 products)
+ *   QV_ISA_AVXVNNI      256-bit VEX VPDPBUSD, two registers per 16 lanes
+ *   QV_ISA_AVX2         exact emulation of VPDPBUSD with VPMADDUBSW on split even/odd bytes + VPMADDWD
+ *   QV_ISA_GENERIC      plain C loops over 16 lanes (any architecture; the compiler vectorises them)
+ *
+ * The unit of work is "16 output channels x 4 reduction steps": a packed weight block of 64 signed bytes
+ * laid out [lane 0: k0 k1 k2 k3][lane 1: k0..k3]...[lane 15: k0..k3], multiplied with 4 unsigned input
+ * bytes broadcast to all lanes, accumulated into 16 int32 lanes (qv_acc).
+ *
+ * Requantisation (DESIGN.md section 3, written out once in qvision_kernels/requant.py):
+ *   y = clamp(round_half_even(float32(acc) * mult[c]) + zp, lo, hi)
+ * computed here as  clamp_f(float32(acc) * mult[c], lo - zp, hi - zp)  ->  round to nearest even  ->  + zp.
+ * Both orders give the same integer: lo - zp and hi - zp are integers, and rounding is monotone and keeps
+ * integers fixed.  Clamping first in float keeps the float->int conversion in range.  The rounding mode is
+ * the default round-to-nearest-even of MXCSR / FPCR, which CPython never changes.
+ */
+#ifndef QV_SIMD_H
+#define QV_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#if defined(QV_ISA_AVX512VNNI) || defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
+#include <immintrin.h>
+#endif
+
+static inline int32_t qv_load_u32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+/* ------------------------------------------------------------------------------------------------- */
+#if defined(QV_ISA_AVX512VNNI)
+
+#define QV_ISA_NAME "avx512vnni"
+typedef __m512i qv_acc;     /* 16 x int32 */
+typedef __m512i qv_wblk;    /* 64 x int8: one packed weight block */
+typedef __m512i qv_abc;     /* 4 input bytes broadcast to 16 lanes */
+
+static inline qv_acc qv_acc_load(const int32_t *p) { return _mm512_loadu_si512((const void *)p); }
+static inline qv_acc qv_acc_zero(void) { return _mm512_setzero_si512(); }
+static inline qv_wblk qv_w_load(const int8_t *p) { return _mm512_loadu_si512((const void *)p); }
+static inline qv_abc qv_a_bcast(const uint8_t *p) { return _mm512_set1_epi32(qv_load_u32(p)); }
+static inline qv_acc qv_dot(qv_acc acc, qv_abc a, qv_wblk w) { return _mm512_dpbusd_epi32(acc, a, w); }
+
+static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, float hi_f, int32_t zp,
+                                    uint8_t *dst, int n)
+{
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(mult));
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo_f)), _mm512_set1_ps(hi_f));
+    __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(zp));
+    __m128i b = _mm512_cvtepi32_epi8(q);
+    if (n >= 16) _mm_storeu_si128((__m128i *)dst, b);
+    else _mm_mask_storeu_epi8(dst, (__mmask16)((1u << n) - 1u), b);
+}
+
+static inline void qv_store_i32(qv_acc acc, int32_t *dst) { _mm512_storeu_si512((void *)dst, acc); }
+
+/* ------------------------------------------------------------------------------------------------- */
+#elif defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
+
+#if defined(QV_ISA_AVXVNNI)
+#define QV_ISA_NAME "avxvnni"
+#else
+#define QV_ISA_NAME "avx2"
+#endif
+typedef struct { __m256i lo, hi; } qv_acc;
+typedef struct { __m256i lo, hi; } qv_wblk;
+#if defined(QV_ISA_AVXVNNI)
+typedef __m256i qv_abc;
+#else
+typedef struct { __m256i even, odd; } qv_abc;  /* bytes 0,2 and bytes 1,3 of the 4, the others zero */
+#endif
+
+static inline qv_acc qv_acc_load(const int32_t *p)
+{
+    qv_acc r;
+    r.lo = _mm256_loadu_si256((const __m256i *)p);
+    r.hi = _mm256_loadu_si256((const __m256i *)(p + 8));
+    return r;
+}
+static inline qv_acc qv_acc_zero(void) { qv_acc r; r.lo = r.hi = _mm256_setzero_si256(); return r; }
+static inline qv_wblk qv_w_load(const int8_t *p)
+{
+    qv_wblk r;
+    r.lo = _mm256_loadu_si256((const __m256i *)p);
+    r.hi = _mm256_loadu_si256((const __m256i *)(p + 32));
+    return r;
+}
+#if defined(QV_ISA_AVXVNNI)
+static inline qv_abc qv_a_bcast(const uint8_t *p) { return _mm256_set1_epi32(qv_load_u32(p)); }
+static inline qv_acc qv_dot(qv_acc acc, qv_abc a, qv_wblk w)
+{
+    acc.lo = _mm256_dpbusd_avx_epi32(acc.lo, a, w.lo);
+    acc.hi = _mm256_dpbusd_avx_epi32(acc.hi, a, w.hi);
+    return acc;
+}
+#else
+static inline qv_abc qv_a_bcast(const uint8_t *p)
+{
+    qv_abc r;
+    __m256i v = _mm256_set1_epi32(qv_load_u32(p));
+    r.even = _mm256_and_si256(v, _mm256_set1_epi16(0x00FF));
+    r.odd = _mm256_andnot_si256(_mm256_set1_epi16(0x00FF), v);
+    return r;
+}
+/* VPMADDUBSW on one non-zero byte per pair cannot saturate (255 * 127 < 32767); VPMADDWD with ones then
+ * sums the two int16 products of a lane exactly.  Same result as VPDPBUSD, bit for bit. */
+static inline __m256i qv__dot8(__m256i acc, __m256i ae, __m256i ao, __m256i w)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i pe = _mm256_madd_epi16(_mm256_maddubs_epi16(ae, w), ones);
+    __m256i po = _mm256_madd_epi16(_mm256_maddubs_epi16(ao, w), ones);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(pe, po));
+}
+static inline qv_acc qv_dot(qv_acc acc, qv_abc a, qv_wblk w)
+{
+    acc.lo = qv__dot8(acc.lo, a.even, a.odd, w.lo);
+    acc.hi = qv__dot8(acc.hi, a.even, a.odd, w.hi);
+    return acc;
+}
+#endif
+
+static inline __m256i qv__requant8(__m256i acc, const float *mult, __m256 lo, __m256 hi, __m256i zp)
+{
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(mult));
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    return _mm256_add_epi32(_mm256_cvtps_epi32(v), zp);
+}
+
+static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, float hi_f, int32_t zp,
+                                    uint8_t *dst, int n)
+{
+    const __m256 lo = _mm256_set1_ps(lo_f), hi = _mm256_set1_ps(hi_f);
+    const __m256i z = _mm256_set1_epi32(zp);
+    __m256i a = qv__requant8(acc.lo, mult, lo, hi, z);
+    __m256i b = qv__requant8(acc.hi, mult + 8, lo, hi, z);
+    /* values are in [0, 255]: the saturating packs are exact; fix the lane interleave of the packs. */
+    __m256i p16 = _mm256_packs_epi32(a, b);                 /* a0-3 b0-3 | a4-7 b4-7 */
+    p16 = _mm256_permute4x64_epi64(p16, 0xD8);               /* a0-3 a4-7 | b0-3 b4-7 */
+    __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+    if (n >= 16) _mm_storeu_si128((__m128i *)dst, p8);
+    else { uint8_t tmp[16]; _mm_storeu_si128((__m128i *)tmp, p8); memcpy(dst, tmp, (size_t)n); }
+}
+
+static inline void qv_store_i32(qv_acc acc, int32_t *dst)
+{
+    _mm256_storeu_si256((__m256i *)dst, acc.lo);
+    _mm256_storeu_si256((__m256i *)(dst + 8), acc.hi);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+#else  /* QV_ISA_GENERIC */
+
+#define QV_ISA_NAME "generic"
+typedef struct { int32_t v[16]; } qv_acc;
+typedef struct { int8_t v[64]; } qv_wblk;
+typedef struct { int32_t b[4]; } qv_abc;
+
+static inline qv_acc qv_acc_load(const int32_t *p) { qv_acc r; memcpy(r.v, p, sizeof r.v); return r; }
+static inline qv_acc qv_acc_zero(void) { qv_acc r; memset(r.v, 0, sizeof r.v); return r; }
+static inline qv_wblk qv_w_load(const int8_t *p) { qv_wblk r; memcpy(r.v, p, sizeof r.v); return r; }
+static inline qv_abc qv_a_bcast(const uint8_t *p)
+{
+    qv_abc r; r.b[0] = p[0]; r.b[1] = p[1]; r.b[2] = p[2]; r.b[3] = p[3]; return r;
+}
+static inline qv_acc qv_dot(qv_acc acc, qv_abc a, qv_wblk w)
+{
+    for (int l = 0; l < 16; l++)
+        acc.v[l] += a.b[0] * w.v[4 * l] + a.b[1] * w.v[4 * l + 1] + a.b[2] * w.v[4 * l + 2]
+                    + a.b[3] * w.v[4 * l + 3];
+    return acc;
+}
+static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, float hi_f, int32_t zp,
+                                    uint8_t *dst, int n)
+{
+    for (int l = 0; l < n && l < 16; l++) {
+        float v = (float)acc.v[l] * mult[l];
+        v = v < lo_f ? lo_f : (v > hi_f ? hi_f : v);
+        dst[l] = (uint8_t)((int32_t)nearbyintf(v) + zp);
+    }
+}
+static inline void qv_store_i32(qv_acc acc, int32_t *dst) { memcpy(dst, acc.v, sizeof acc.v); }
+
+#endif
+
+static inline const char *qv_isa_name(void) { return QV_ISA_NAME; }
+
+#endif /* QV_SIMD_H */

@@ -1,0 +1,166 @@
+"""Build of qvision_ros: the ROS 2 Python package and the qvision_kernels Cython extensions.
+
+Works three ways: ``pip install .``, ``pip install -e .`` and ``colcon build`` (ament_python).
+
+Kernel modules come in two kinds:
+
+* ``qvision_kernels/*.pyx`` - portable kernels compiled once with the architecture's baseline flags.
+* ``qvision_kernels/*.pyx.tp`` - Tempita templates rendered once per instruction-set variant
+  (``_gen_<name>_<isa>.pyx``) and compiled with that variant's ``-m`` flags.  Nothing imports a variant
+  module unless the running CPU has its instructions (``qvision_kernels/_registry.py``), so a build made on
+  a new CPU never raises an illegal instruction on an older one of the same architecture.
+
+Environment switches:
+
+* ``QVISION_CYTHON_DEBUG=1`` - bounds checks and wrap-around on, ``-O0 -g``: for hunting a kernel bug.
+* ``QVISION_ISAS=avx2,generic`` - build only these variants (faster development builds).
+"""
+import os
+import platform
+import sys
+from glob import glob
+
+from setuptools import Extension, setup
+
+PACKAGE = 'qvision_ros'
+HERE = os.path.dirname(os.path.abspath(__file__))
+KERNELS = 'qvision_kernels'
+
+# Instruction-set variants, best first.  The flags are the only difference between the builds of one
+# template; the C header qvision_kernels/include/qv_simd.h maps the QV_ISA_* macro to intrinsics.
+X86_ISAS = {
+    'avx512vnni': ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq',
+                   '-mavx512vnni'],
+    'avxvnni': ['-mavx2', '-mfma', '-mf16c', '-mavxvnni'],
+    'avx2': ['-mavx2', '-mfma', '-mf16c'],
+    'generic': [],
+}
+ARM64_ISAS = {
+    'generic': [],
+}
+
+
+def _isas():
+    machine = platform.machine().lower()
+    if machine in ('x86_64', 'amd64', 'i686', 'x86'):
+        table = X86_ISAS
+    else:
+        table = ARM64_ISAS
+    wanted = os.environ.get('QVISION_ISAS')
+    if wanted:
+        names = [n.strip() for n in wanted.split(',') if n.strip()]
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            sys.exit('QVISION_ISAS names unknown variants %s; known here: %s' % (unknown, list(table)))
+        if 'generic' not in names:
+            names.append('generic')
+        return {n: table[n] for n in names}
+    return table
+
+
+def _render_templates(isas, noexcept):
+    """Render every ``*.pyx.tp`` once per ISA; returns [(module name, pyx path, isa)]."""
+    from Cython import Tempita
+
+    out = []
+    for tp in sorted(glob(os.path.join(HERE, KERNELS, '*.pyx.tp'))):
+        stem = os.path.basename(tp)[:-len('.pyx.tp')].lstrip('_')
+        with open(tp) as f:
+            template = Tempita.Template(f.read(), name=tp)
+        for isa in isas:
+            modname = '_gen_%s_%s' % (stem, isa)
+            path = os.path.join(HERE, KERNELS, modname + '.pyx')
+            text = ('# Generated from %s for ISA %r by setup.py; edit the template, not this file.\n'
+                    % (os.path.basename(tp), isa)) + template.substitute(isa=isa, noexcept=noexcept)
+            # Rewrite only on change so that Cython's timestamps skip unchanged modules.
+            old = None
+            if os.path.exists(path):
+                with open(path) as f:
+                    old = f.read()
+            if old != text:
+                with open(path, 'w') as f:
+                    f.write(text)
+            out.append((modname, path, isa))
+    return out
+
+
+def _extensions():
+    # Skip the (slow) Cython step for commands that only need metadata, e.g. colcon's egg_info probes.
+    metadata_only = {'egg_info', 'dist_info', '--name', '--version', '--help', 'clean'}
+    if len(sys.argv) > 1 and set(sys.argv[1:]) <= metadata_only | {'-q', '--quiet'}:
+        return []
+    from Cython import __version__ as cython_version
+    from Cython.Build import cythonize
+
+    debug = os.environ.get('QVISION_CYTHON_DEBUG') == '1'
+    directives = {
+        'language_level': 3,
+        'boundscheck': debug,
+        'wraparound': debug,
+        'initializedcheck': debug,
+        'nonecheck': False,
+        'cdivision': True,
+        'embedsignature': True,
+    }
+    if int(cython_version.split('.')[0]) >= 3:
+        # cdef functions without an except clause never raise (the Cython 0.29 meaning), so nogil inner
+        # functions carry no error checks.  Templates also spell `noexcept` out when Cython knows it.
+        directives['legacy_implicit_noexcept'] = True
+
+    is_msvc = sys.platform == 'win32'
+    opt = ['/O2', '/openmp'] if is_msvc else (['-O0', '-g'] if debug else ['-O3'])
+    common = opt + ([] if is_msvc else ['-fopenmp', '-fno-math-errno', '-Wno-unused-function',
+                                        '-Wno-unreachable-code', '-Wno-maybe-uninitialized'])
+    link = [] if is_msvc else ['-fopenmp']
+    include_dirs = [os.path.join(HERE, KERNELS, 'include')]
+    # Integer kernels must not fuse a*b+c into an FMA: their float32 arithmetic is specified step by step
+    # (DESIGN.md section 3) and must match the NumPy reference bit for bit.
+    exact_fp = [] if is_msvc else ['-ffp-contract=off']
+
+    isas = _isas()
+    exts = []
+    for path in sorted(glob(os.path.join(HERE, KERNELS, '*.pyx'))):
+        name = os.path.basename(path)[:-4]
+        if name.startswith('_gen_'):
+            continue
+        exts.append(Extension('%s.%s' % (KERNELS, name), [os.path.relpath(path, HERE)],
+                              include_dirs=include_dirs, define_macros=[('QV_ISA_GENERIC', '1')],
+                              extra_compile_args=common + exact_fp, extra_link_args=link))
+    cython3 = int(cython_version.split('.')[0]) >= 3
+    for modname, path, isa in _render_templates(isas, 'noexcept' if cython3 else ''):
+        flags = common + isas[isa]
+        if not modname.startswith('_gen_fconv'):
+            flags = flags + exact_fp
+        exts.append(Extension('%s.%s' % (KERNELS, modname), [os.path.relpath(path, HERE)],
+                              include_dirs=include_dirs, define_macros=[('QV_ISA_' + isa.upper(), '1')],
+                              extra_compile_args=flags, extra_link_args=link))
+    # quiet=True: colcon parses what setup.py prints, and Cython's progress lines break that.
+    return cythonize(exts, compiler_directives=directives, quiet=True,
+                     nthreads=0 if is_msvc else min(4, os.cpu_count() or 1))
+
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=[PACKAGE, KERNELS],
+    package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h']},
+    ext_modules=_extensions(),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
+    ],
+    install_requires=['setuptools', 'numpy'],
+    zip_safe=False,
+    maintainer='qvision_ros developers',
+    maintainer_email='qvision-ros@example.org',
+    description='CPU-only real-time object detection for ROS 2 with int8 Cython kernels',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'qvision-bench-kernels = qvision_kernels.bench:main',
+        ],
+    },
+)
