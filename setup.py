@@ -142,7 +142,7 @@ def _extensions():
 setup(
     name=PACKAGE,
     version='0.1.0',
-    packages=[PACKAGE, KERNELS],
+    packages=[PACKAGE, KERNELS, KERNELS + '.reference'],
     package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h']},
     ext_modules=_extensions(),
     data_files=[

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _registry
 from .errors import KernelError
-from .reference import conv_output_size
+from .reference.conv import conv_output_size
 from .requant import fold_input_zero_point
 from .threads import resolve_num_threads
 

@@ -1,12 +1,7 @@
-"""NumPy references of the kernels.  They exist for testing: each is the obvious expression of
-DESIGN.md section 3 (through :mod:`qvision_kernels.requant`), slow and literal, never optimised.
-
-Layouts are those of the compiled kernels: activations NHWC, convolution weights [OC, KH, KW, C/groups],
-padding (top, left, bottom, right).
-"""
+"""NumPy references of the convolution family (int8 and float32 convolution, int8 GEMM); for testing."""
 import numpy as np
 
-from .requant import requantize
+from ..requant import requantize
 
 
 def _pad_nhwc(x, pads, value):

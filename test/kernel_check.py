@@ -1,0 +1,51 @@
+"""Assertions for kernel tests that explain themselves when they fail.
+
+A failing comparison reports the case (shape, parameters, seed), the maximum and median difference, how
+many elements differ and a histogram of the differences, so that a failure can be reproduced and read
+without a debugger.
+"""
+import numpy as np
+
+
+def _describe(actual, expected, context):
+    a = np.asarray(actual)
+    e = np.asarray(expected)
+    lines = ['case: %s' % (context,), 'shapes: actual %s %s, expected %s %s' % (a.shape, a.dtype, e.shape, e.dtype)]
+    if a.shape == e.shape:
+        d = np.abs(a.astype(np.float64) - e.astype(np.float64))
+        bad = d > 0
+        lines.append('differing: %d of %d (%.3f %%); max diff %g; median diff %g; median diff of the '
+                     'differing %g' % (bad.sum(), d.size, 100.0 * bad.sum() / max(1, d.size), d.max(initial=0),
+                                       np.median(d) if d.size else 0, np.median(d[bad]) if bad.any() else 0))
+        if bad.any():
+            hist_vals, hist_counts = np.unique(np.minimum(d[bad], 1e9).round(6), return_counts=True)
+            top = sorted(zip(hist_counts, hist_vals), reverse=True)[:8]
+            lines.append('histogram |diff|: ' + ', '.join('%g x%d' % (v, c) for c, v in top))
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            lines.append('first differing index %s: actual %r expected %r' % (first, a[first], e[first]))
+    return '\n'.join(lines)
+
+
+def assert_bitexact(actual, expected, context=''):
+    """Same shape, same dtype, every element equal."""
+    a = np.asarray(actual)
+    e = np.asarray(expected)
+    if a.shape != e.shape or a.dtype != e.dtype or not np.array_equal(a, e):
+        raise AssertionError('not bit-exact\n' + _describe(a, e, context))
+
+
+def assert_within(actual, expected, max_abs_diff, context=''):
+    """Integer outputs at most ``max_abs_diff`` apart (e.g. 1 LSB against ONNX Runtime)."""
+    a = np.asarray(actual).astype(np.int64)
+    e = np.asarray(expected).astype(np.int64)
+    if a.shape != e.shape or (a.size and np.abs(a - e).max() > max_abs_diff):
+        raise AssertionError('more than %d apart\n' % max_abs_diff + _describe(actual, expected, context))
+
+
+def assert_allclose_rel(actual, expected, rtol, context=''):
+    """Float outputs: max |a - e| <= rtol * max(|e|) (relative to the output's range)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    scale = max(np.abs(e).max(initial=0.0), 1e-30)
+    if a.shape != e.shape or not np.all(np.isfinite(a)) or (a.size and np.abs(a - e).max() > rtol * scale):
+        raise AssertionError('relative error above %g (scale %g)\n' % (rtol, scale) + _describe(a, e, context))
