@@ -49,20 +49,35 @@ def _check_u8(v, name):
     return v
 
 
-def pack_weights(weight, groups, patch):
+# Packed layouts; the numbers are the MODE_* constants of the compiled modules (_qconv.pyx.tp).
+MODE_DIRECT, MODE_ROWS, MODE_PATCH = 0, 1, 2
+
+
+def choose_mode(cg, groups, dilation_w):
+    """Packed layout for a convolution: direct when the channels per group are a multiple of 4 (one
+    4-byte read never spans two pixels), rows for other channel counts when a kernel row is contiguous
+    in memory (groups == 1, no horizontal dilation: the 3-channel first layer), else patch (gather)."""
+    if cg % 4 == 0:
+        return MODE_DIRECT
+    if groups == 1 and dilation_w == 1:
+        return MODE_ROWS
+    return MODE_PATCH
+
+
+def pack_weights(weight, groups, mode):
     """Pack int8 weights [OC, KH, KW, Cg] into blocks of 16 output channels x 4 reduction values.
 
-    Direct layout: [g][block][tap][quad][16][4] with Cg padded to a multiple of 4.  Patch layout
-    (``patch=True``): the whole (kh, kw, c) patch is one reduction axis, padded to a multiple of 4.
-    Padding bytes are zero weights, so they add nothing to the accumulators.
+    Layout [g][block][tap][quad][16 lanes][4], the reduction of each tap padded to a multiple of 4 with
+    zero weights (so padding adds nothing to the accumulators).  Taps: (kh, kw) with Cg values each in
+    the direct layout; kh with KW * Cg values each in the rows layout; one tap of KH * KW * Cg values in
+    the patch layout.
     """
     oc, kh, kw, cg = weight.shape
     ocg = oc // groups
     nb = (ocg + 15) // 16
-    w = weight.reshape(groups, ocg, kh * kw, cg)
-    if patch:
-        w = w.reshape(groups, ocg, 1, kh * kw * cg)
-    taps, k = w.shape[2], w.shape[3]
+    taps = {MODE_DIRECT: kh * kw, MODE_ROWS: kh, MODE_PATCH: 1}[mode]
+    w = weight.reshape(groups, ocg, taps, -1)
+    k = w.shape[3]
     k4 = (k + 3) // 4 * 4
     full = np.zeros((groups, nb * 16, taps, k4), np.int8)
     full[:, :ocg, :, :k] = w
@@ -144,10 +159,10 @@ class QConv2d:
             self._bias[:oc] = folded
             self._mult = np.zeros(cp, np.float32)
             self._mult[:oc] = mult
-            self.patch = False
+            self.mode = None
         else:
-            self.patch = cg % 4 != 0
-            self._w = pack_weights(weight, groups, self.patch)
+            self.mode = choose_mode(cg, groups, self.dilation[1])
+            self._w = pack_weights(weight, groups, self.mode)
             ocgp = (ocg + 15) // 16 * 16
             self._bias = np.zeros((groups, ocgp), np.int32)
             self._bias[:, :ocg] = folded.reshape(groups, ocg)
@@ -191,7 +206,7 @@ class QConv2d:
                              self.weight_shape[3], self.out_channels // self.groups, kh, kw,
                              self.stride[0], self.stride[1], self.pads[0], self.pads[1],
                              self.dilation[0], self.dilation[1], self.x_zero_point, self.y_zero_point,
-                             self.act_min, self.act_max, self.patch, nt)
+                             self.act_min, self.act_max, self.mode, nt)
         return out
 
 
