@@ -152,8 +152,9 @@ class QConv2d:
         folded = fold_input_zero_point(bias, weight, self.x_zero_point)
         if self.depthwise:
             cp = (oc + 15) // 16 * 16
+            # int8 weight in the low 16 bits of an int32 with a zero high half (see qv_dw_mac)
             wdw = np.zeros((kh * kw, cp), np.int32)
-            wdw[:, :oc] = weight.reshape(oc, kh * kw).T
+            wdw[:, :oc] = weight.reshape(oc, kh * kw).T.astype(np.int32) & 0xFFFF
             self._w = wdw
             self._bias = np.zeros(cp, np.int32)
             self._bias[:oc] = folded

@@ -61,6 +61,14 @@ static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, f
 
 static inline void qv_store_i32(qv_acc acc, int32_t *dst) { _mm512_storeu_si512((void *)dst, acc); }
 
+/* Depthwise: acc[l] += x[l] * w[l] for 16 channels.  w holds each int8 weight as the low 16 bits of an
+ * int32 lane with a zero high half, so VPMADDWD on the zero-extended bytes gives x * w exactly. */
+static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
+{
+    __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x));
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(xv, _mm512_loadu_si512((const void *)w)));
+}
+
 /* ------------------------------------------------------------------------------------------------- */
 #elif defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
 
@@ -154,6 +162,16 @@ static inline void qv_store_i32(qv_acc acc, int32_t *dst)
     _mm256_storeu_si256((__m256i *)(dst + 8), acc.hi);
 }
 
+static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
+{
+    __m128i xb = _mm_loadu_si128((const __m128i *)x);
+    __m256i lo = _mm256_cvtepu8_epi32(xb);
+    __m256i hi = _mm256_cvtepu8_epi32(_mm_srli_si128(xb, 8));
+    acc.lo = _mm256_add_epi32(acc.lo, _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)w)));
+    acc.hi = _mm256_add_epi32(acc.hi, _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(w + 8))));
+    return acc;
+}
+
 /* ------------------------------------------------------------------------------------------------- */
 #else  /* QV_ISA_GENERIC */
 
@@ -186,6 +204,12 @@ static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, f
     }
 }
 static inline void qv_store_i32(qv_acc acc, int32_t *dst) { memcpy(dst, acc.v, sizeof acc.v); }
+
+static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
+{
+    for (int l = 0; l < 16; l++) acc.v[l] += (int32_t)x[l] * (int32_t)(int16_t)(w[l] & 0xFFFF);
+    return acc;
+}
 
 #endif
 
