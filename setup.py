@@ -26,26 +26,19 @@ PACKAGE = 'qvision_ros'
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = 'qvision_kernels'
 
-# Instruction-set variants, best first.  The flags are the only difference between the builds of one
-# template; the C header qvision_kernels/include/qv_simd.h maps the QV_ISA_* macro to intrinsics.
-X86_ISAS = {
-    'avx512vnni': ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq',
-                   '-mavx512vnni'],
-    'avxvnni': ['-mavx2', '-mfma', '-mf16c', '-mavxvnni'],
-    'avx2': ['-mavx2', '-mfma', '-mf16c'],
-    'generic': [],
-}
-ARM64_ISAS = {
-    'generic': [],
-}
+
+def _load_isa_flags():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('isa_flags', os.path.join(HERE, KERNELS, 'isa_flags.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _isas():
-    machine = platform.machine().lower()
-    if machine in ('x86_64', 'amd64', 'i686', 'x86'):
-        table = X86_ISAS
-    else:
-        table = ARM64_ISAS
+    # The flags are the only difference between the builds of one template; the C header
+    # qvision_kernels/include/qv_simd.h maps the QV_ISA_* macro to intrinsics.
+    table = _load_isa_flags().for_machine(platform.machine())
     wanted = os.environ.get('QVISION_ISAS')
     if wanted:
         names = [n.strip() for n in wanted.split(',') if n.strip()]

@@ -29,6 +29,7 @@ VARIANTS = (
                                      'avx512dq', 'avx512vnni')),
     Variant('avxvnni', 'x86_64', ('avx2', 'fma', 'f16c', 'avxvnni')),
     Variant('avx2', 'x86_64', ('avx2', 'fma', 'f16c')),
+    Variant('dotprod', 'aarch64', ('asimd', 'dotprod')),
     Variant('generic', '*', ()),
 )
 _BY_NAME = {v.name: v for v in VARIANTS}

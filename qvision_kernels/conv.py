@@ -166,6 +166,10 @@ class QConv2d:
             self._w = pack_weights(weight, groups, self.mode)
             ocgp = (ocg + 15) // 16 * 16
             self._bias = np.zeros((groups, ocgp), np.int32)
+            if self._mod.ACT_OFFSET:
+                # the dot product sees x - ACT_OFFSET (signed-only dot products): give the offset back
+                folded = (folded.astype(np.int64) + self._mod.ACT_OFFSET
+                          * weight.reshape(oc, -1).astype(np.int64).sum(axis=1)).astype(np.int32)
             self._bias[:, :ocg] = folded.reshape(groups, ocg)
             self._bias = self._bias.reshape(-1)
             self._mult = np.zeros((groups, ocgp), np.float32)

@@ -8,6 +8,9 @@
  *   QV_ISA_AVX512VNNI   512-bit VPDPBUSD (one instruction: 16 lanes x 4 u8*s8 products)
  *   QV_ISA_AVXVNNI      256-bit VEX VPDPBUSD, two registers per 16 lanes
  *   QV_ISA_AVX2         exact emulation of VPDPBUSD with VPMADDUBSW on split even/odd bytes + VPMADDWD
+ *   QV_ISA_DOTPROD      AArch64 SDOT (Armv8.2 dot product): four registers per 16 lanes.  SDOT multiplies
+ *                       signed by signed bytes, so activations enter as x ^ 0x80 = x - 128 and the kernel
+ *                       adds back 128 * sum(w) through the bias (QV_ACT_OFFSET, applied at packing)
  *   QV_ISA_GENERIC      plain C loops over 16 lanes (any architecture; the compiler vectorises them)
  *
  * The unit of work is "16 output channels x 4 reduction steps": a packed weight block of 64 signed bytes
@@ -30,6 +33,16 @@
 
 #if defined(QV_ISA_AVX512VNNI) || defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
 #include <immintrin.h>
+#endif
+#if defined(QV_ISA_DOTPROD)
+#include <arm_neon.h>
+#endif
+
+/* Constant the packing adds times sum(w) to each bias (activations fed to the dot product as x - offset). */
+#if defined(QV_ISA_DOTPROD)
+#define QV_ACT_OFFSET 128
+#else
+#define QV_ACT_OFFSET 0
 #endif
 
 static inline int32_t qv_load_u32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -173,6 +186,78 @@ static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
 }
 
 /* ------------------------------------------------------------------------------------------------- */
+#elif defined(QV_ISA_DOTPROD)
+
+#define QV_ISA_NAME "dotprod"
+typedef struct { int32x4_t v0, v1, v2, v3; } qv_acc;
+typedef struct { int8x16_t v0, v1, v2, v3; } qv_wblk;
+typedef int8x16_t qv_abc;
+
+static inline qv_acc qv_acc_load(const int32_t *p)
+{
+    qv_acc r;
+    r.v0 = vld1q_s32(p); r.v1 = vld1q_s32(p + 4); r.v2 = vld1q_s32(p + 8); r.v3 = vld1q_s32(p + 12);
+    return r;
+}
+static inline qv_acc qv_acc_zero(void) { qv_acc r; r.v0 = r.v1 = r.v2 = r.v3 = vdupq_n_s32(0); return r; }
+static inline qv_wblk qv_w_load(const int8_t *p)
+{
+    qv_wblk r;
+    r.v0 = vld1q_s8(p); r.v1 = vld1q_s8(p + 16); r.v2 = vld1q_s8(p + 32); r.v3 = vld1q_s8(p + 48);
+    return r;
+}
+static inline qv_abc qv_a_bcast(const uint8_t *p)
+{
+    return vreinterpretq_s8_u32(vdupq_n_u32((uint32_t)qv_load_u32(p) ^ 0x80808080u));
+}
+static inline qv_acc qv_dot(qv_acc acc, qv_abc a, qv_wblk w)
+{
+    acc.v0 = vdotq_s32(acc.v0, a, w.v0);
+    acc.v1 = vdotq_s32(acc.v1, a, w.v1);
+    acc.v2 = vdotq_s32(acc.v2, a, w.v2);
+    acc.v3 = vdotq_s32(acc.v3, a, w.v3);
+    return acc;
+}
+static inline int32x4_t qv__requant4(int32x4_t acc, const float *mult, float32x4_t lo, float32x4_t hi,
+                                     int32x4_t zp)
+{
+    float32x4_t v = vmulq_f32(vcvtq_f32_s32(acc), vld1q_f32(mult));
+    v = vminq_f32(vmaxq_f32(v, lo), hi);
+    return vaddq_s32(vcvtnq_s32_f32(v), zp);   /* FCVTNS: round to nearest, ties to even */
+}
+static inline void qv_requant_store(qv_acc acc, const float *mult, float lo_f, float hi_f, int32_t zp,
+                                    uint8_t *dst, int n)
+{
+    const float32x4_t lo = vdupq_n_f32(lo_f), hi = vdupq_n_f32(hi_f);
+    const int32x4_t z = vdupq_n_s32(zp);
+    int16x8_t a = vcombine_s16(vmovn_s32(qv__requant4(acc.v0, mult, lo, hi, z)),
+                               vmovn_s32(qv__requant4(acc.v1, mult + 4, lo, hi, z)));
+    int16x8_t b = vcombine_s16(vmovn_s32(qv__requant4(acc.v2, mult + 8, lo, hi, z)),
+                               vmovn_s32(qv__requant4(acc.v3, mult + 12, lo, hi, z)));
+    uint8x16_t r = vcombine_u8(vqmovun_s16(a), vqmovun_s16(b));   /* values already in [0, 255] */
+    if (n >= 16) vst1q_u8(dst, r);
+    else { uint8_t tmp[16]; vst1q_u8(tmp, r); memcpy(dst, tmp, (size_t)n); }
+}
+static inline void qv_store_i32(qv_acc acc, int32_t *dst)
+{
+    vst1q_s32(dst, acc.v0); vst1q_s32(dst + 4, acc.v1); vst1q_s32(dst + 8, acc.v2); vst1q_s32(dst + 12, acc.v3);
+}
+static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
+{
+    /* exact: zero-extended bytes times the 16-bit weights, widened to int32 */
+    uint8x16_t xb = vld1q_u8(x);
+    int16x8_t xl = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(xb)));
+    int16x8_t xh = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(xb)));
+    int16x4_t w0 = vmovn_s32(vld1q_s32(w)), w1 = vmovn_s32(vld1q_s32(w + 4));
+    int16x4_t w2 = vmovn_s32(vld1q_s32(w + 8)), w3 = vmovn_s32(vld1q_s32(w + 12));
+    acc.v0 = vmlal_s16(acc.v0, vget_low_s16(xl), w0);
+    acc.v1 = vmlal_s16(acc.v1, vget_high_s16(xl), w1);
+    acc.v2 = vmlal_s16(acc.v2, vget_low_s16(xh), w2);
+    acc.v3 = vmlal_s16(acc.v3, vget_high_s16(xh), w3);
+    return acc;
+}
+
+/* ------------------------------------------------------------------------------------------------- */
 #else  /* QV_ISA_GENERIC */
 
 #define QV_ISA_NAME "generic"
@@ -214,5 +299,6 @@ static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
 #endif
 
 static inline const char *qv_isa_name(void) { return QV_ISA_NAME; }
+static inline int qv_act_offset(void) { return QV_ACT_OFFSET; }
 
 #endif /* QV_SIMD_H */
