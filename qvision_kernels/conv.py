@@ -21,25 +21,34 @@ from .threads import resolve_num_threads
 MAX_REDUCTION = (2 ** 31 - 1) // (255 * 127)
 
 
+def _int_tuple(v, n):
+    """``v`` (an int or a sequence of ints) as a tuple; None when it is not made of integers.
+
+    Floats are refused rather than truncated: stride=1.5 is a mistake, not a stride of 1."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if not isinstance(v, (tuple, list)):
+        v = (v,) * n
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in v):
+        return None
+    return tuple(int(a) for a in v)
+
+
 def _pair(v, name):
-    if isinstance(v, (int, np.integer)):
-        v = (int(v), int(v))
-    v = tuple(int(a) for a in v)
-    if len(v) != 2 or min(v) < 1:
+    t = _int_tuple(v, 2)
+    if t is None or len(t) != 2 or min(t) < 1:
         raise KernelError('%s must be a positive int or a pair of them, got %r' % (name, v))
-    return v
+    return t
 
 
 def _pads(v):
-    if isinstance(v, (int, np.integer)):
-        v = (int(v),) * 4
-    v = tuple(int(a) for a in v)
-    if len(v) == 2:
-        v = (v[0], v[1], v[0], v[1])
-    if len(v) != 4 or min(v) < 0:
+    t = _int_tuple(v, 4)
+    if t is not None and len(t) == 2:
+        t = (t[0], t[1], t[0], t[1])
+    if t is None or len(t) != 4 or min(t) < 0:
         raise KernelError('padding must be an int >= 0, (pad_h, pad_w) or (top, left, bottom, right), '
                           'got %r' % (v,))
-    return v
+    return t
 
 
 def _check_u8(v, name):
@@ -117,6 +126,8 @@ class QConv2d:
             raise KernelError('weight must be int8 [OC, KH, KW, C/groups], got %s %s'
                               % (weight.dtype, weight.shape))
         oc, kh, kw, cg = weight.shape
+        if _int_tuple(groups, 1) is None or np.ndim(groups) != 0:
+            raise KernelError('groups must be a positive int, got %r' % (groups,))
         groups = int(groups)
         if groups < 1 or oc % groups:
             raise KernelError('groups=%d must divide the %d output channels' % (groups, oc))
@@ -236,6 +247,9 @@ class QLinear:
             raise KernelError('input must be a uint8 [M, K] array, got %s %s'
                               % (getattr(x, 'dtype', type(x).__name__), getattr(x, 'shape', '')))
         m = x.shape[0]
+        if x.shape[1] != self.in_features:
+            raise KernelError('input has %d features (columns), the layer expects %d'
+                              % (x.shape[1], self.in_features))
         if out is None:
             out = np.empty((m, self.out_features), np.uint8)
         elif out.dtype != np.uint8 or out.shape != (m, self.out_features) or not out.flags.c_contiguous:
