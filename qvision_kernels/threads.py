@@ -1,4 +1,5 @@
 """The one place that decides how many threads a kernel may use."""
+import numbers
 import os
 
 from .errors import KernelError
@@ -17,6 +18,6 @@ def resolve_num_threads(num_threads):
     at most (a kernel may use fewer when it has less work than threads, never more)."""
     if num_threads is None:
         return available_cores()
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
         raise KernelError('num_threads must be a positive int or None, got %r' % (num_threads,))
-    return num_threads
+    return int(num_threads)

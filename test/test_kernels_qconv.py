@@ -16,7 +16,7 @@ import pytest
 
 from kernel_check import assert_bitexact
 from qvision_kernels import KernelError, QConv2d, QLinear, _registry, reference
-from qvision_kernels.conv import MAX_REDUCTION
+from qvision_kernels.conv import MAX_REDUCTION, MODE_DIRECT, MODE_PATCH, MODE_ROWS, choose_mode
 
 # Weights are symmetric int8 in [-127, 127] (DESIGN.md section 3).
 W_MAX = 127
@@ -110,8 +110,8 @@ def check(case, isa, num_threads=1):
     conv = layer(case, isa)
     assert conv.isa == isa
     y = conv(arrays(case)[0], num_threads=num_threads)
-    assert_bitexact(y, expected(case), context='%r isa=%s num_threads=%d depthwise=%s patch=%s'
-                    % (case, isa, num_threads, conv.depthwise, conv.patch))
+    assert_bitexact(y, expected(case), context='%r isa=%s num_threads=%d depthwise=%s mode=%s'
+                    % (case, isa, num_threads, conv.depthwise, conv.mode))
     return y
 
 
@@ -185,10 +185,12 @@ def test_random_sweep_is_not_degenerate():
         total += y.size
         values.update(np.unique(y).tolist())
         cg, ocg = case.c // case.groups, case.oc // case.groups
-        kinds.add('depthwise' if cg == ocg == 1 else 'patch' if cg % 4 else 'direct')
+        mode = choose_mode(cg, case.groups, case.dilation[1])
+        kinds.add('depthwise' if cg == ocg == 1 else
+                  {MODE_DIRECT: 'direct', MODE_ROWS: 'rows', MODE_PATCH: 'patch'}[mode])
     assert inside > 0.5 * total, 'only %d of %d sweep outputs are not clamped' % (inside, total)
     assert len(values) == 256
-    assert kinds == {'depthwise', 'patch', 'direct'}
+    assert kinds == {'depthwise', 'rows', 'patch', 'direct'}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ def test_round_half_to_even(qconv_isa):
     onehot[np.arange(4), 0, 0, np.arange(4)] = 1
     mult = np.float32(0.5)
     for zp_x, zp_y in ((128, 128), (0, 0), (255, 255), (3, 250)):
-        for w, groups, path in ((onehot, 1, 'direct'), (onehot[..., :3], 1, 'patch'),
+        for w, groups, path in ((onehot, 1, 'direct'), (onehot[..., :3], 1, 'rows'),
                                 (np.ones((4, 1, 1, 1), np.int8), 4, 'depthwise')):
             xin = np.ascontiguousarray(x[..., :w.shape[3] * groups])
             want = reference.conv2d_int8(xin, w, bias, zp_x, mult, zp_y, groups=groups)
@@ -342,12 +344,13 @@ def test_round_half_to_even(qconv_isa):
     assert y.ravel().tolist() == [100, 102, 102, 100, 98]
 
 
-@pytest.mark.parametrize('path', ['direct', 'patch', 'depthwise'])
+@pytest.mark.parametrize('path', ['direct', 'rows', 'patch', 'depthwise'])
 def test_int32_wraparound_inside_the_reduction(qconv_isa, path):
     # The bias sits near 2**31 - 1: the first kernel row (w = +127, x = 255) takes the int32 accumulator
     # past 2**31 - 1, the other two rows (w = -127) bring it back.  The final value fits in int32, so
     # wrapping int32 arithmetic (VPDPBUSD, or the C loops) gives exactly the reference's int64 result.
-    c, oc, groups = {'direct': (64, 16, 1), 'patch': (3, 16, 1), 'depthwise': (16, 16, 16)}[path]
+    c, oc, groups = {'direct': (64, 16, 1), 'rows': (3, 16, 1), 'patch': (6, 16, 2),
+                     'depthwise': (16, 16, 16)}[path]
     cg = c // groups
     w = np.full((oc, 3, 3, cg), -W_MAX, np.int8)
     w[:, 0] = W_MAX
