@@ -85,8 +85,10 @@ def _render_templates(isas, noexcept):
 
 
 def _extensions():
-    # Skip the (slow) Cython step for commands that only need metadata, e.g. colcon's egg_info probes.
-    metadata_only = {'egg_info', 'dist_info', '--name', '--version', '--help', 'clean'}
+    # Skip the (slow) Cython step for commands that only need metadata: colcon reads the metadata with
+    # `setup.py --dry-run` (stopped after configuration) and lists commands with `--help-commands`.
+    metadata_only = {'egg_info', 'dist_info', '--name', '--version', '--help', '--help-commands',
+                     '--dry-run', 'clean'}
     if len(sys.argv) > 1 and set(sys.argv[1:]) <= metadata_only | {'-q', '--quiet'}:
         return []
     from Cython import __version__ as cython_version
@@ -151,13 +153,19 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
-    install_requires=['setuptools', 'numpy'],
+    python_requires='>=3.10',
+    install_requires=['numpy>=1.21'],
+    # onnx and onnxruntime: the independent oracle of the tests (DESIGN.md section 8) and the comparison
+    # columns of qvision-bench-kernels; neither is needed at run time.
+    extras_require={
+        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis'],
+        'bench': ['onnx', 'onnxruntime'],
+    },
     zip_safe=False,
     maintainer='qvision_ros developers',
     maintainer_email='qvision-ros@example.org',
     description='CPU-only real-time object detection for ROS 2 with int8 Cython kernels',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'qvision-bench-kernels = qvision_kernels.bench:main',
