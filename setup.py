@@ -21,6 +21,7 @@ import sys
 from glob import glob
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
 
 PACKAGE = 'qvision_ros'
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -141,12 +142,31 @@ def _extensions():
                      nthreads=0 if is_msvc else min(4, os.cpu_count() or 1))
 
 
+class build_ext(_build_ext):
+    """``build_ext`` that compiles the extension modules in parallel, one per available core.
+
+    Every template is compiled once per instruction set, so a full build has many independent modules.
+    ``-j N`` / ``--parallel N`` on the command line (or ``[build_ext] parallel`` in setup.cfg) still wins.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            try:
+                cores = len(os.sched_getaffinity(0))
+            except AttributeError:  # not Linux
+                cores = os.cpu_count() or 1
+            if cores > 1:
+                self.parallel = cores
+
+
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=[PACKAGE, KERNELS, KERNELS + '.reference'],
     package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h']},
     ext_modules=_extensions(),
+    cmdclass={'build_ext': build_ext},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
