@@ -187,9 +187,13 @@ def test_ci_ends_with_the_readme_test_command():
 def test_setup_py_and_registry_know_the_same_instruction_sets():
     from qvision_kernels import _registry
 
-    constants, _ = _setup_py()
-    x86 = set(ast.literal_eval(constants['X86_ISAS']))
-    arm64 = set(ast.literal_eval(constants['ARM64_ISAS']))
+    from qvision_kernels import isa_flags
+
+    x86 = set(isa_flags.X86_64)
+    arm64 = set(isa_flags.AARCH64)
+    assert isa_flags.for_machine('x86_64') is isa_flags.X86_64
+    assert isa_flags.for_machine('aarch64') is isa_flags.AARCH64
+    assert "_load_isa_flags().for_machine(platform.machine())" in (ROOT / 'setup.py').read_text()
     registry_x86 = {v.name for v in _registry.VARIANTS if v.arch in ('x86_64', '*')}
     registry_arm64 = {v.name for v in _registry.VARIANTS if v.arch in ('aarch64', '*')}
     assert x86 == registry_x86
@@ -211,10 +215,9 @@ def test_every_template_is_built_for_each_usable_isa():
     assert 'qconv' in families
     full = os.environ.get('QVISION_TEST_FULL_BUILD') == '1'
     if full:
-        constants, _ = _setup_py()
-        machine = platform.machine().lower()
-        table = 'X86_ISAS' if machine in ('x86_64', 'amd64', 'i686', 'x86') else 'ARM64_ISAS'
-        expected = [n for n in ast.literal_eval(constants[table]) if _registry.supported(n)]
+        from qvision_kernels import isa_flags
+
+        expected = [n for n in isa_flags.for_machine(platform.machine()) if _registry.supported(n)]
     for family in families:
         usable = _registry.usable(family)
         assert 'generic' in usable, '%s: the generic variant (always built) is missing' % family
