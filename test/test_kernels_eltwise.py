@@ -1,0 +1,360 @@
+"""The element-wise kernels (qvision_kernels.eltwise) against the NumPy references.
+
+uint8 kernels are bit-exact against ``qvision_kernels.reference.eltwise``; float32 ones within a relative
+1e-6.  Every kernel test runs once per instruction-set variant of the 'eltwise' family that is built and
+runnable here (from the registry), with 1 and 2 threads (same bytes) and with ``out=`` given.  Inputs
+come from seeded generators; each failing comparison prints its case (seed included).
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+from kernel_check import assert_allclose_rel, assert_bitexact
+from qvision_kernels import KernelError, _registry
+from qvision_kernels import eltwise as E
+from qvision_kernels.reference import eltwise as R
+from qvision_kernels.requant import dequantize, quantize
+
+ISAS = _registry.usable('eltwise')
+# Channel counts around the vector widths (16 bytes, 32 bytes, 64 bytes).
+CHANNELS = (1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70)
+
+
+@pytest.fixture(params=ISAS or [None], ids=lambda name: name or 'none-built')
+def isa(request):
+    if request.param is None:
+        pytest.fail('no variant of the eltwise kernels is built and usable here; build the package '
+                    '(python setup.py build_ext --inplace) first')
+    return request.param
+
+
+def _u8(rng, shape):
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _run_both(fn, expected, context, exact=True):
+    """Run ``fn(out, num_threads)`` with out=None / 1 thread and with a given out / 2 threads."""
+    y1 = fn(None, 1)
+    out = np.full(expected.shape, 7, expected.dtype)
+    y2 = fn(out, 2)
+    assert y2 is out, 'the kernel did not return the given out'
+    for y, what in ((y1, '1 thread'), (y2, 'out=, 2 threads')):
+        if exact:
+            assert_bitexact(y, expected, '%s, %s' % (context, what))
+        else:
+            assert_allclose_rel(y, expected, 1e-6, '%s, %s' % (context, what))
+            assert y.dtype == expected.dtype
+
+
+def _b_shapes(n, h, w, c):
+    return [(n, h, w, c), (n, 1, 1, c), (1, 1, 1, c), (n, h, w, 1), (1, 1, 1, 1), (c,), (1, h, 1, c),
+            (n, 1, w, 1), (h, w, c), (1, h, w, 1)]
+
+
+def _quant_params(rng, kind):
+    """(s_a, zp_a, s_b, zp_b, s_y, zp_y, lo, hi) for a case kind."""
+    zps = [int(v) for v in rng.integers(0, 256, 3)]
+    if kind == 'typical':
+        s = rng.uniform(0.01, 0.1, 3)
+        lo, hi = 0, 255
+    elif kind == 'saturating':       # the output scale far smaller than the inputs': most values clamp
+        s = [rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0.001, 0.005)]
+        lo, hi = 0, 255
+    else:                            # 'bounded': fused activation bounds narrow [lo, hi]
+        s = rng.uniform(0.01, 0.1, 3)
+        lo = int(rng.integers(0, 100))
+        hi = int(rng.integers(150, 256))
+    return float(s[0]), zps[0], float(s[1]), zps[1], float(s[2]), zps[2], lo, hi
+
+
+# ------------------------------------------------------------------------------------------ Add / Mul
+
+@pytest.mark.parametrize('op', ['add', 'mul'])
+@pytest.mark.parametrize('kind', ['typical', 'saturating', 'bounded'])
+def test_binary_int8_bitexact(isa, op, kind):
+    rng = np.random.default_rng(zlib.crc32(('%s-%s' % (op, kind)).encode()))
+    kern, ref = (E.add_int8, R.add_int8) if op == 'add' else (E.mul_int8, R.mul_int8)
+    for i, c in enumerate(CHANNELS):
+        seed = int(rng.integers(2 ** 31))
+        r = np.random.default_rng(seed)
+        n, h, w = int(r.integers(1, 3)), int(r.integers(1, 8)), int(r.integers(1, 8))
+        a = _u8(r, (n, h, w, c))
+        sa, zpa, sb, zpb, sy, zpy, lo, hi = _quant_params(r, kind)
+        if op == 'mul' and kind == 'typical':
+            sy = sa * sb * 60.0      # keep products of about +-100 x +-100 inside the output range
+        for bshape in _b_shapes(n, h, w, c):
+            b = _u8(r, bshape)
+            expected = ref(a, b, sa, zpa, sb, zpb, sy, zpy, lo, hi)
+            ctx = '%s %s seed=%d a=%s b=%s scales=(%g,%g,%g) zps=(%d,%d,%d) bounds=[%d,%d] isa=%s' % (
+                op, kind, seed, a.shape, bshape, sa, sb, sy, zpa, zpb, zpy, lo, hi, isa)
+            _run_both(lambda out, nt: kern(a, b, sa, zpa, sb, zpb, sy, zpy, act_min=lo, act_max=hi,
+                                           out=out, num_threads=nt, isa=isa), expected, ctx)
+
+
+@pytest.mark.parametrize('op', ['add', 'mul'])
+def test_binary_int8_every_pair(isa, op):
+    """Every (a, b) byte pair, with scales that leave many results exactly half-way between integers, and
+    (0.3, 0.7 -> 1.0) where hundreds of Add results differ if the products are not rounded to float32 one
+    by one (double products, or an FMA)."""
+    a = np.repeat(np.arange(256, dtype=np.uint8), 256).reshape(1, 256, 256, 1)
+    b = np.tile(np.arange(256, dtype=np.uint8), 256).reshape(1, 256, 256, 1)
+    kern, ref = (E.add_int8, R.add_int8) if op == 'add' else (E.mul_int8, R.mul_int8)
+    for sa, sb, sy, zpa, zpb, zpy in ((0.5, 0.25, 1.0, 128, 3, 128), (0.02, 0.02, 0.04, 0, 255, 0),
+                                      (1.0, 1.0, 2.0, 100, 101, 17), (0.1, 0.3, 0.7, 250, 5, 200),
+                                      (0.3, 0.7, 1.0, 128, 128, 128)):
+        expected = ref(a, b, sa, zpa, sb, zpb, sy, zpy)
+        y = kern(a, b, sa, zpa, sb, zpb, sy, zpy, isa=isa)
+        assert_bitexact(y, expected, '%s every pair scales=(%g,%g,%g) zps=(%d,%d,%d) isa=%s'
+                        % (op, sa, sb, sy, zpa, zpb, zpy, isa))
+
+
+def test_add_int8_golden(isa):
+    # Ma = 0.5, b at its zero point: y = round_half_even((a - 128) / 2) + 128, clamped.
+    a = np.array([[[[127, 128, 129, 130, 131, 133, 0, 255]]]], np.uint8)
+    b = np.full_like(a, 9)
+    y = E.add_int8(a, b, 0.5, 128, 1.0, 9, 1.0, 128, isa=isa)
+    assert y.ravel().tolist() == [128, 128, 128, 129, 130, 130, 64, 192]   # -0.5->-0, 0.5->0, 1.5->2, 2.5->2
+    # Same scales everywhere: y = clamp(a - zp + b - zp + zp).
+    a = np.array([[[[10, 200, 250]]]], np.uint8)
+    b = np.array([[[[20, 100, 30]]]], np.uint8)
+    assert E.add_int8(a, b, 0.1, 0, 0.1, 0, 0.1, 0, isa=isa).ravel().tolist() == [30, 255, 255]
+    assert E.add_int8(a, b, 0.1, 0, 0.1, 0, 0.1, 0, act_min=40, act_max=250,
+                      isa=isa).ravel().tolist() == [40, 250, 250]
+
+
+def test_mul_int8_golden(isa):
+    # M = 0.1 * 0.1 / 0.01 = 1 (float32(1.0000000000000002) == 1): y = clamp((a-zp_a) * (b-zp_b) + zp_y).
+    a = np.array([[[[5, 0, 16, 7]]]], np.uint8)
+    b = np.array([[[[3, 3, 20, 0]]]], np.uint8)
+    y = E.mul_int8(a, b, 0.1, 2, 0.1, 1, 0.01, 10, isa=isa)
+    assert y.ravel().tolist() == [3 * 2 + 10, -2 * 2 + 10, 255, -5 + 10]
+
+
+@pytest.mark.parametrize('op', ['add', 'mul'])
+def test_binary_f32(isa, op):
+    rng = np.random.default_rng(11 if op == 'add' else 12)
+    kern, ref = (E.add_f32, R.add_f32) if op == 'add' else (E.mul_f32, R.mul_f32)
+    for c in CHANNELS:
+        seed = int(rng.integers(2 ** 31))
+        r = np.random.default_rng(seed)
+        n, h, w = int(r.integers(1, 3)), int(r.integers(1, 8)), int(r.integers(1, 8))
+        a = r.standard_normal((n, h, w, c)).astype(np.float32)
+        for bshape in _b_shapes(n, h, w, c):
+            b = r.standard_normal(bshape).astype(np.float32)
+            _run_both(lambda out, nt: kern(a, b, out=out, num_threads=nt, isa=isa), ref(a, b),
+                      '%s_f32 seed=%d a=%s b=%s isa=%s' % (op, seed, a.shape, bshape, isa), exact=False)
+
+
+def test_binary_large_rows_and_threads(isa):
+    """Rows longer than one job (16384 elements) and broadcasts over many rows, 1 vs 2 threads."""
+    r = np.random.default_rng(5)
+    a = _u8(r, (1, 40, 50, 70))
+    for bshape in [(1, 40, 50, 70), (1, 1, 1, 1), (1, 40, 50, 1)]:
+        b = _u8(r, bshape)
+        expected = R.add_int8(a, b, 0.03, 100, 0.05, 90, 0.06, 120)
+        _run_both(lambda out, nt: E.add_int8(a, b, 0.03, 100, 0.05, 90, 0.06, 120, out=out, num_threads=nt,
+                                             isa=isa), expected, 'large b=%s isa=%s' % (bshape, isa))
+
+
+def test_binary_in_place_and_other_ranks(isa):
+    r = np.random.default_rng(6)
+    a = _u8(r, (3, 37))
+    b = _u8(r, (37,))
+    expected = R.mul_int8(a, b, 0.05, 128, 0.02, 3, 0.05, 7)
+    y = E.mul_int8(a, b, 0.05, 128, 0.02, 3, 0.05, 7, out=a, isa=isa)
+    assert y is a
+    assert_bitexact(a, expected, 'mul in place [3, 37] * [37]')
+    a = r.standard_normal(1000).astype(np.float32)
+    assert_allclose_rel(E.add_f32(a, np.float32([2.5]), isa=isa), a + np.float32(2.5), 1e-6, '1-D + [1]')
+    empty = np.zeros((0, 4, 4, 3), np.uint8)
+    assert E.add_int8(empty, empty[:, :1, :1], 0.1, 0, 0.1, 0, 0.1, 0, isa=isa).shape == (0, 4, 4, 3)
+
+
+def test_broadcast_plan():
+    assert E._broadcast_plan((2, 5, 6, 8), (2, 1, 1, 8)) == ((1, 2, 30, 8), (0, 8, 0, 1))
+    assert E._broadcast_plan((2, 5, 6, 8), (2, 5, 6, 8)) == ((1, 1, 1, 480), (0, 0, 0, 1))
+    assert E._broadcast_plan((2, 5, 6, 8), (1,)) == ((1, 1, 1, 480), (0, 0, 0, 0))
+    assert E._broadcast_plan((2, 5, 6, 8), (2, 5, 6, 1)) == ((1, 1, 60, 8), (0, 0, 1, 0))
+    assert E._broadcast_plan((2, 5, 6, 8), (5, 1, 8)) == ((2, 5, 6, 8), (0, 8, 0, 1))
+
+
+# --------------------------------------------------------------------------------------------- Concat
+
+@pytest.mark.parametrize('axis', [-1, 3, 1, 2, 0])
+def test_concat_int8(isa, axis):
+    rng = np.random.default_rng(20 + axis)
+    for c in CHANNELS[::2]:
+        seed = int(rng.integers(2 ** 31))
+        r = np.random.default_rng(seed)
+        base = [int(r.integers(1, 3)), int(r.integers(1, 7)), int(r.integers(1, 7)), c]
+        inputs, scales, zps = [], [], []
+        for k in range(int(r.integers(1, 4))):
+            shape = list(base)
+            shape[axis] = int(r.integers(1, 40)) if axis in (-1, 3) else int(r.integers(1, 4))
+            inputs.append(_u8(r, shape))
+            scales.append(float(r.uniform(0.01, 0.2)))
+            zps.append(int(r.integers(0, 256)))
+        sy, zpy = float(r.uniform(0.01, 0.2)), int(r.integers(0, 256))
+        # One input at the output's own scale and zero point: a plain copy.
+        scales[0], zps[0] = sy, zpy
+        expected = R.concat_int8(inputs, scales, zps, sy, zpy, axis=axis)
+        assert_bitexact(expected[tuple(slice(0, s) for s in inputs[0].shape)], inputs[0], 'copy part')
+        ctx = 'concat seed=%d axis=%d shapes=%s isa=%s' % (seed, axis, [x.shape for x in inputs], isa)
+        _run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, sy, zpy, axis=axis, out=out,
+                                                num_threads=nt, isa=isa), expected, ctx)
+
+
+def test_concat_int8_saturating_and_long_rows(isa):
+    r = np.random.default_rng(30)
+    inputs = [_u8(r, (1, 3, 4, 20000)), _u8(r, (1, 3, 4, 5))]
+    scales, zps = [0.5, 0.001], [0, 255]
+    expected = R.concat_int8(inputs, scales, zps, 0.01, 128)
+    assert (expected == 255).mean() > 0.3
+    _run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, 0.01, 128, out=out, num_threads=nt, isa=isa),
+              expected, 'concat saturating isa=%s' % isa)
+
+
+@pytest.mark.parametrize('axis', [-1, 1, 0])
+def test_concat_f32(isa, axis):
+    r = np.random.default_rng(40)
+    for c in (1, 3, 16, 33):
+        inputs = []
+        for k in range(3):
+            shape = [2, 3, 4, c]
+            shape[axis] = int(r.integers(1, 5))
+            inputs.append(r.standard_normal(shape).astype(np.float32))
+        expected = R.concat_f32(inputs, axis=axis)
+        _run_both(lambda out, nt: E.concat_f32(inputs, axis=axis, out=out, num_threads=nt, isa=isa), expected,
+                  'concat_f32 axis=%d c=%d isa=%s' % (axis, c, isa), exact=False)
+
+
+# ------------------------------------------------------------------------------------------ Upsample
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+def test_upsample_nearest(isa, dtype):
+    r = np.random.default_rng(50)
+    for c in CHANNELS:
+        for sh, sw in ((1, 1), (2, 2), (3, 1), (1, 2), (2, 3)):
+            n, h, w = int(r.integers(1, 3)), int(r.integers(1, 7)), int(r.integers(1, 7))
+            x = (_u8(r, (n, h, w, c)) if dtype == np.uint8
+                 else r.standard_normal((n, h, w, c)).astype(np.float32))
+            expected = R.upsample_nearest(x, sh, sw)
+            _run_both(lambda out, nt: E.upsample_nearest(x, sh, sw, out=out, num_threads=nt, isa=isa),
+                      expected, 'upsample %s x=%s factors=(%d,%d) isa=%s' % (np.dtype(dtype).name, x.shape,
+                                                                             sh, sw, isa))
+
+
+def test_upsample_golden(isa):
+    x = np.arange(4, dtype=np.uint8).reshape(1, 2, 2, 1)
+    y = E.upsample_nearest(x, 2, 2, isa=isa)
+    assert y[0, :, :, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+
+
+# ----------------------------------------------------------------------------------- Lookup tables
+
+NAMED = [('identity', {}), ('relu', {}), ('sigmoid', {}), ('silu', {}), ('hardswish', {}),
+         ('hardsigmoid', {}), ('hardsigmoid', {'alpha': 1 / 6}), ('leakyrelu', {}),
+         ('leakyrelu', {'alpha': 0.1}), ('tanh', {}), ('clip', {'min': 0.0, 'max': 6.0}),
+         ('clip', {'min': -1.0})]
+
+
+@pytest.mark.parametrize('fn,params', NAMED, ids=lambda v: str(v))
+def test_make_lut_matches_entrywise_reference(fn, params):
+    r = np.random.default_rng(60)
+    f0, defaults = E.LUT_FUNCTIONS[fn]
+    kw = dict(defaults, **params)
+    for k in range(4):
+        sx, zpx = float(r.uniform(0.005, 0.2)), int(r.integers(0, 256))
+        sy, zpy = float(r.uniform(0.002, 0.05)), int(r.integers(0, 256))
+        table = E.make_lut(fn, sx, zpx, sy, zpy, **params)
+        assert table.dtype == np.uint8 and table.shape == (256,)
+        expected = R.make_lut(lambda x: f0(x, **kw), sx, zpx, sy, zpy)
+        assert_bitexact(table, expected, '%s %s scales=(%g,%g) zps=(%d,%d)' % (fn, params, sx, zpx, sy, zpy))
+
+
+def test_make_lut_golden():
+    sx, zpx = 0.1, 100
+    # sigmoid(0) = 0.5 -> quantize(0.5) at the zero point.
+    for sy, zpy in ((1 / 256, 0), (0.003, 17)):
+        t = E.make_lut('sigmoid', sx, zpx, sy, zpy)
+        assert t[zpx] == quantize(np.float32(0.5), sy, zpy)
+    # Same scale and zero point: relu is max(q, zp), identity is q, clip(lo, hi) clamps q.
+    q = np.arange(256)
+    assert E.make_lut('relu', sx, zpx, sx, zpx).tolist() == np.maximum(q, zpx).tolist()
+    assert E.make_lut('identity', sx, zpx, sx, zpx).tolist() == q.tolist()
+    assert E.make_lut('clip', sx, zpx, sx, zpx, min=-2.0, max=3.0).tolist() == np.clip(q, 80, 130).tolist()
+    # hardswish(0) = silu(0) = 0; hardswish(x) = x for x >= 3 (q >= 130 here), 0 for x <= -3.
+    for fn in ('hardswish', 'silu', 'tanh', 'leakyrelu'):
+        assert E.make_lut(fn, sx, zpx, sx, zpx)[zpx] == zpx
+    hs = E.make_lut('hardswish', sx, zpx, sx, zpx)
+    assert hs[130:].tolist() == q[130:].tolist() and set(hs[:71].tolist()) == {zpx}
+    # Saturation: tanh of large inputs is +-1; with s_y = 1/127 and zp 128 that is 255 and 1.
+    th = E.make_lut('tanh', 0.5, 128, 1 / 127, 128)
+    assert th[255] == 255 and th[0] == 1
+    # Callables go through the same DQ -> f -> Q.
+    t = E.make_lut(lambda x: 2.0 * x, sx, zpx, sx, zpx)
+    assert t.tolist() == np.clip(2 * (q - zpx) + zpx, 0, 255).tolist()
+    assert E.make_lut(np.exp, 0.05, 128, 0.2, 0).tolist() == \
+        R.make_lut(np.exp, 0.05, 128, 0.2, 0).tolist()
+    assert dequantize(t[zpx], sx, zpx) == 0
+
+
+def test_lut_apply(isa):
+    r = np.random.default_rng(70)
+    table = _u8(r, 256)
+    for shape in [(7,), (3, 5), (2, 3, 4, 65), (1, 40, 50, 17), (2, 1, 3, 1, 5), (0, 3)]:
+        x = _u8(r, shape)
+        _run_both(lambda out, nt: E.lut_apply(x, table, out=out, num_threads=nt, isa=isa),
+                  R.lut_apply(x, table), 'lut shape=%s isa=%s' % (shape, isa))
+
+
+# ------------------------------------------------------------------------------------------- Errors
+
+def test_errors():
+    a = np.zeros((1, 4, 4, 8), np.uint8)
+    q = (0.1, 0, 0.1, 0, 0.1, 0)
+    bad_calls = [
+        lambda: E.add_int8(a.astype(np.int8), a, *q),                              # dtype
+        lambda: E.add_int8(a, a.astype(np.float32), *q),
+        lambda: E.add_int8(a, np.zeros((1, 4, 4, 3), np.uint8), *q),               # not broadcastable
+        lambda: E.add_int8(a, np.zeros((2, 4, 4, 8), np.uint8), *q),               # would grow a
+        lambda: E.add_int8(a, np.zeros((1, 1, 4, 4, 8), np.uint8), *q),            # more dimensions
+        lambda: E.add_int8(a, a, *q, out=np.zeros((1, 4, 4, 7), np.uint8)),        # out shape
+        lambda: E.add_int8(a, a, *q, out=np.zeros((1, 4, 4, 8), np.float32)),      # out dtype
+        lambda: E.add_int8(a, a, *q, out=np.zeros((1, 4, 8, 8), np.uint8)[:, :, ::2]),  # out strides
+        lambda: E.add_int8(a[:, :, ::2], a[:, :, ::2], *q),                        # not contiguous
+        lambda: E.add_int8(a, a, 0.0, 0, 0.1, 0, 0.1, 0),                          # scale
+        lambda: E.add_int8(a, a, 0.1, 256, 0.1, 0, 0.1, 0),                        # zero point
+        lambda: E.add_int8(a, a, 0.1, 0, 0.1, 0, float('nan'), 0),
+        lambda: E.add_int8(a, a, 1e30, 0, 0.1, 0, 1e-30, 0),                       # multiplier
+        lambda: E.add_int8(a, a, *q, act_min=200, act_max=100),                    # bounds
+        lambda: E.mul_int8(a, a, *q, act_max=256),
+        lambda: E.add_int8(a, a, *q, num_threads=0),
+        lambda: E.add_int8(a, a, *q, isa='no-such-isa'),
+        lambda: E.add_f32(a, a),
+        lambda: E.mul_f32(a.astype(np.float32), np.zeros((5,), np.float32)),
+        lambda: E.concat_int8([a, a], [0.1], [0, 0], 0.1, 0),                       # counts
+        lambda: E.concat_int8([a, a[:, :3]], [0.1, 0.1], [0, 0], 0.1, 0),           # shapes
+        lambda: E.concat_int8([a, a], [0.1, 0.1], [0, 0], 0.1, 0, axis=4),          # axis
+        lambda: E.concat_int8([], [], [], 0.1, 0),
+        lambda: E.concat_int8(a, [0.1], [0], 0.1, 0),
+        lambda: E.concat_int8([a, a], [0.1, 0.1], [0, 0], 0.1, 0, out=np.zeros((1, 4, 4, 8), np.uint8)),
+        lambda: E.concat_f32([a, a]),
+        lambda: E.upsample_nearest(a, 0, 2),
+        lambda: E.upsample_nearest(a, 2.0, 2),
+        lambda: E.upsample_nearest(a[0], 2, 2),
+        lambda: E.upsample_nearest(a.astype(np.int32), 2, 2),
+        lambda: E.upsample_nearest(a, 2, 2, out=np.zeros((1, 8, 8, 8), np.float32)),
+        lambda: E.make_lut('softsign', 0.1, 0, 0.1, 0),
+        lambda: E.make_lut('sigmoid', 0.1, 0, 0.1, 0, alpha=1.0),
+        lambda: E.make_lut('relu', -0.1, 0, 0.1, 0),
+        lambda: E.make_lut(lambda x: x * np.nan, 0.1, 0, 0.1, 0),
+        lambda: E.make_lut(lambda x: x[:10], 0.1, 0, 0.1, 0),
+        lambda: E.lut_apply(a, np.zeros(255, np.uint8)),
+        lambda: E.lut_apply(a.astype(np.int8), np.zeros(256, np.uint8)),
+        lambda: E.lut_apply(a, np.zeros(256, np.uint8), out=np.zeros((1, 4, 4, 9), np.uint8)),
+    ]
+    for i, call in enumerate(bad_calls):
+        with pytest.raises(KernelError):
+            call()
