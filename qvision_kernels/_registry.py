@@ -6,6 +6,7 @@ wheel built on a new CPU cannot raise an illegal instruction on an older one.
 
 ``QVISION_ISA=<name>`` in the environment forces a variant (it must be built and supported).
 """
+import functools
 import importlib
 import importlib.util
 import os
@@ -44,8 +45,15 @@ def supported(name):
     return all(_cpu.has(f) for f in v.features)
 
 
+@functools.lru_cache(maxsize=None)
+def _module_exists(modname):
+    # find_spec walks the file system (tens of microseconds); a build does not change under a running
+    # program, so ask once per module.
+    return importlib.util.find_spec(modname) is not None
+
+
 def built(family, name):
-    return importlib.util.find_spec('%s._gen_%s_%s' % (__package__, family, name)) is not None
+    return _module_exists('%s._gen_%s_%s' % (__package__, family, name))
 
 
 def usable(family):
