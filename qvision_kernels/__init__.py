@@ -2,10 +2,22 @@
 
 No ROS and no ONNX here; usable on its own.  Arithmetic: DESIGN.md section 3, written once in
 :mod:`qvision_kernels.requant`.  References (for testing): :mod:`qvision_kernels.reference`.
+
+Families (each compiled per instruction set, chosen at run time by :mod:`qvision_kernels._registry`):
+
+* ``conv``: :class:`QConv2d`, :class:`QLinear` - int8 convolution (any kernel, stride, padding,
+  dilation, groups, depthwise) and fully-connected layers with fused requantisation and clamp;
+* ``fconv``: :class:`FConv2d`, :class:`FLinear` - the same in float32;
+* ``pool``: max / average / global average pooling (uint8 with requantisation, and float32);
+* ``eltwise``: add, mul, concat (with requantisation), nearest upsampling, 256-entry lookup tables.
 """
 from . import _registry
 from .conv import QConv2d, QLinear, pack_weights
+from .eltwise import (add_f32, add_int8, concat_f32, concat_int8, lut_apply, make_lut, mul_f32, mul_int8,
+                      upsample_nearest)
 from .errors import KernelError
+from .fconv import FConv2d, FLinear
+from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .threads import available_cores, resolve_num_threads
 
 
@@ -19,5 +31,7 @@ def usable_isas(family='qconv'):
     return _registry.usable(family)
 
 
-__all__ = ['QConv2d', 'QLinear', 'pack_weights', 'KernelError', 'available_cores',
+__all__ = ['QConv2d', 'QLinear', 'FConv2d', 'FLinear', 'pack_weights', 'max_pool2d', 'avg_pool2d',
+           'global_avg_pool2d', 'add_int8', 'mul_int8', 'add_f32', 'mul_f32', 'concat_int8', 'concat_f32',
+           'upsample_nearest', 'make_lut', 'lut_apply', 'KernelError', 'available_cores',
            'resolve_num_threads', 'isa', 'usable_isas']
