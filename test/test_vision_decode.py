@@ -170,6 +170,18 @@ def test_decoder_options():
     np.testing.assert_array_equal(forced.boxes, Decoder()(scene, lb)[0].boxes)
 
 
+def test_abnormal_boxes_never_take_a_detection_slot():
+    # With max_detections=1 the only valid box must win over better-scored boxes that cannot be reported.
+    lb = Letterbox.compute(640, 480, 320, 320)
+    out = _v8([(0, 160, 20, 40, 20, {0: 0.99}),       # in the top padding
+               (1, np.nan, 100, 10, 10, {0: 0.98}),   # NaN
+               (2, 100, 100, -5, 10, {0: 0.97}),      # negative width
+               (3, 100, 100, 20, 20, {0: 0.5})])
+    (det,) = Decoder(max_detections=1)(out, lb)
+    assert det.scores.tolist() == [0.5]
+    np.testing.assert_allclose(det.boxes, [[180, 100, 220, 140]])
+
+
 def test_decoder_yolov5_batch_with_one_letterbox_per_image():
     out = np.concatenate([_v5([(0, 100, 100, 20, 20, 0.9, {0: 1.0})]),
                           _v5([(3, 100, 100, 20, 20, 0.8, {1: 1.0})])])
