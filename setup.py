@@ -167,7 +167,7 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     python_requires='>=3.10',
-    install_requires=['numpy>=1.21'],
+    install_requires=['numpy>=1.21', 'opencv-python-headless>=4.5'],
     # onnx and onnxruntime: the independent oracle of the tests (DESIGN.md section 8) and the comparison
     # columns of qvision-bench-kernels; neither is needed at run time.
     extras_require={
