@@ -174,6 +174,11 @@ def _import_fconv():
     return FConv2d
 
 
+# Environment variables that change how the thread pools wait (shown in the report when set).
+_ENV_SHOWN = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_PROC_BIND', 'OMP_PLACES', 'OMP_NUM_THREADS',
+              'OPENBLAS_NUM_THREADS', 'QVISION_ISA')
+
+
 def _load_average():
     try:
         return os.getloadavg()[0]
@@ -460,6 +465,8 @@ def format_report(meta, results):
             meta['repeat'], meta['rounds'],
             'set to %d' % t if meta['blas_threads_controlled'] else 'not controlled',
             _fmt(meta['load_average_before'], '%.2f'), _fmt(meta['load_average_after'], '%.2f')))
+        if meta['environment']:
+            out.append('   environment: ' + ' '.join('%s=%s' % kv for kv in sorted(meta['environment'].items())))
         header = ['layer', 'shape', 'MMAC'] + [h + ' ms' for _, h in COLUMNS] + ['max|d|']
         table = []
         for r in rows:
@@ -544,6 +551,7 @@ def main(argv=None):
                 onnxruntime=ort_mods[0].__version__ if ort_mods else None,
                 ours_fp32=fconv_cls is not None, blas_threads_controlled=blas.controlled,
                 load_average_before=load_before, load_average_after=_load_average(),
+                environment={k: os.environ[k] for k in _ENV_SHOWN if k in os.environ},
                 cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
     print(format_report(meta, results))
     if args.json:
