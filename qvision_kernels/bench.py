@@ -36,7 +36,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -200,11 +199,12 @@ def _cpu_model():
 class _BlasThreads:
     """Sets the thread count of the OpenBLAS under NumPy (as threadpoolctl would), when it can."""
 
-    _SET = ('openblas_set_num_threads', 'openblas_set_num_threads64_', 'scipy_openblas_set_num_threads64_',
-            'scipy_openblas_set_num_threads')
+    _PREFIXES = ('openblas_', 'scipy_openblas_')
+    _SUFFIXES = ('', '64_')
 
     def __init__(self):
         self._setters = []
+        self._original = []
         try:
             with open('/proc/self/maps') as f:
                 paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '.so' in line}
@@ -215,13 +215,20 @@ class _BlasThreads:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for name in self._SET:
-                fn = getattr(lib, name, None)
-                if fn is not None:
-                    fn.argtypes = [ctypes.c_int]
-                    fn.restype = None
-                    self._setters.append(fn)
-                    break
+            for prefix in self._PREFIXES:
+                for suffix in self._SUFFIXES:
+                    setter = getattr(lib, prefix + 'set_num_threads' + suffix, None)
+                    getter = getattr(lib, prefix + 'get_num_threads' + suffix, None)
+                    if setter is not None and getter is not None:
+                        setter.argtypes = [ctypes.c_int]
+                        setter.restype = None
+                        getter.restype = ctypes.c_int
+                        self._setters.append(setter)
+                        self._original.append(getter())
+                        break
+                else:
+                    continue
+                break
 
     @property
     def controlled(self):
@@ -230,6 +237,10 @@ class _BlasThreads:
     def set(self, n):
         for fn in self._setters:
             fn(int(n))
+
+    def restore(self):
+        for fn, n in zip(self._setters, self._original):
+            fn(n)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -406,7 +417,6 @@ def bench_layer(spec, threads, args, ort_mods, fconv_cls, blas, log):
         log('%-16s t=%d  ours i8 %.3f ms%s' % (
             spec.name, t, median['ours_int8'],
             '  ORT i8 %.3f ms' % median['ort_int8'] if median['ort_int8'] is not None else ''))
-    blas.set(max(threads))
     return results
 
 
@@ -505,7 +515,7 @@ def _parse(argv):
     p.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='thread counts (default: 1 2)')
     p.add_argument('--repeat', type=int, default=30, help='timed runs per column; the median is reported')
     p.add_argument('--warmup', type=int, default=5, help='untimed runs before each block of timed runs')
-    p.add_argument('--rounds', type=int, default=3,
+    p.add_argument('--rounds', type=int, default=5,
                    help='the timed runs of each column come in this many blocks, columns alternating')
     p.add_argument('--layers', nargs='+', default=None, metavar='SUBSTRING',
                    help='only layers whose name contains one of these substrings')
@@ -543,8 +553,11 @@ def main(argv=None):
         log('qvision_kernels.fconv is not built: the ours f32 column shows n/a')
     load_before = _load_average()
     results = []
-    for spec in specs:
-        results.extend(bench_layer(spec, args.threads, args, ort_mods, fconv_cls, blas, log))
+    try:
+        for spec in specs:
+            results.extend(bench_layer(spec, args.threads, args, ort_mods, fconv_cls, blas, log))
+    finally:
+        blas.restore()
     meta = dict(threads=args.threads, repeat=args.repeat, warmup=args.warmup, rounds=args.rounds, seed=args.seed,
                 isa=results[0]['isa'], cpu=_cpu_model(), machine=platform.machine(),
                 python=platform.python_version(), numpy=np.__version__,
