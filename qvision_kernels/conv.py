@@ -73,13 +73,27 @@ def choose_mode(cg, groups, dilation_w):
     return MODE_PATCH
 
 
-def pack_weights(weight, groups, mode):
-    """Pack int8 weights [OC, KH, KW, Cg] into blocks of 16 output channels x 4 reduction values.
+def block_chunks(nblocks, pack_blocks):
+    """How the kernels walk ``nblocks`` blocks of 16 output channels: greedy chunks of 4, 2 or 1 blocks,
+    at most ``pack_blocks`` (the module's PACK_BLOCKS) each."""
+    chunks = []
+    left = nblocks
+    while left:
+        size = next(b for b in (4, 2, 1) if b <= pack_blocks and b <= left)
+        chunks.append(size)
+        left -= size
+    return chunks
 
-    Layout [g][block][tap][quad][16 lanes][4], the reduction of each tap padded to a multiple of 4 with
-    zero weights (so padding adds nothing to the accumulators).  Taps: (kh, kw) with Cg values each in
-    the direct layout; kh with KW * Cg values each in the rows layout; one tap of KH * KW * Cg values in
-    the patch layout.
+
+def pack_weights(weight, groups, mode, pack_blocks=1):
+    """Pack int8 weights [OC, KH, KW, Cg] for the kernels.
+
+    Output channels are padded to blocks of 16 and the blocks grouped in chunks (:func:`block_chunks`);
+    within a chunk of ``nb`` blocks the layout is [tap][quad][block][16 lanes][4 values], so that the
+    weights of one step of a register tile are ``nb * 64`` contiguous bytes.  The reduction of each tap is
+    padded to a multiple of 4 with zero weights (padding adds nothing to the accumulators).  Taps: (kh, kw)
+    with Cg values each in the direct layout; kh with KW * Cg values each in the rows layout; one tap of
+    KH * KW * Cg values in the patch layout.  Groups follow each other.
     """
     oc, kh, kw, cg = weight.shape
     ocg = oc // groups
@@ -90,9 +104,15 @@ def pack_weights(weight, groups, mode):
     k4 = (k + 3) // 4 * 4
     full = np.zeros((groups, nb * 16, taps, k4), np.int8)
     full[:, :ocg, :, :k] = w
-    # [g, block, lane, tap, quad, 4] -> [g, block, tap, quad, lane, 4]
-    full = full.reshape(groups, nb, 16, taps, k4 // 4, 4).transpose(0, 1, 3, 4, 2, 5)
-    return np.ascontiguousarray(full).reshape(-1)
+    # [g, block, lane, tap, quad, 4]
+    full = full.reshape(groups, nb, 16, taps, k4 // 4, 4)
+    parts = []
+    b0 = 0
+    for size in block_chunks(nb, pack_blocks):
+        # [g, blocks of the chunk, lane, tap, quad, 4] -> [g, tap, quad, block, lane, 4]
+        parts.append(full[:, b0:b0 + size].transpose(0, 3, 4, 1, 2, 5).reshape(groups, -1))
+        b0 += size
+    return np.ascontiguousarray(np.concatenate(parts, axis=1)).reshape(-1)
 
 
 def _per_channel(v, oc, dtype, name):
@@ -174,7 +194,7 @@ class QConv2d:
             self.mode = None
         else:
             self.mode = choose_mode(cg, groups, self.dilation[1])
-            self._w = pack_weights(weight, groups, self.mode)
+            self._w = pack_weights(weight, groups, self.mode, self._mod.PACK_BLOCKS)
             ocgp = (ocg + 15) // 16 * 16
             self._bias = np.zeros((groups, ocgp), np.int32)
             if self._mod.ACT_OFFSET:
