@@ -181,7 +181,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'qvision-bench-kernels = qvision_kernels.bench:main',
+            'qvision-bench-kernels = qvision_ros.bench_kernels:main',
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""Smoke test of the kernel benchmark script (qvision_kernels.bench): one tiny layer, two runs per column.
+"""Smoke test of the kernel benchmark script (qvision_ros.bench_kernels): one tiny layer, two runs per column.
 
 It checks the shape of the report (columns, one row per layer and thread count, positive numbers), not
 the speed.  The ORT columns must be filled when onnxruntime and onnx are importable and read n/a when
@@ -7,7 +7,7 @@ they are not; the second test forces the latter so both paths run on every machi
 import importlib
 import json
 
-from qvision_kernels import bench
+from qvision_ros import bench_kernels as bench
 
 
 

@@ -2,7 +2,7 @@
 
 A script, not a test::
 
-    python -m qvision_kernels.bench --threads 1 2 --repeat 20 [--layers c2f] [--json out.json]
+    python -m qvision_ros.bench_kernels --threads 1 2 --repeat 20 [--layers c2f] [--json out.json]
     qvision-bench-kernels ...                       # the same, as installed by setup.py
 
 For every layer (the papers' layer and the convolutions of a YOLOv8n-style detector at 320x320) and every
@@ -16,7 +16,7 @@ thread count it prints the median time of:
 * ``ORT f32``     - ONNX Runtime, the same layer as a float ``Conv`` node (float32 NCHW);
 * ``NumPy f32``   - :func:`qvision_kernels.reference.conv2d_f32_im2col`, the papers' NumPy baseline;
 * ``NumPy i8``    - :func:`qvision_kernels.reference.conv2d_int8` (the papers' layer only: it is slow);
-* ``ours f32``    - ``qvision_kernels.fconv.FConv2d`` when that module is built, else n/a;
+* ``ours f32``    - ``qvision_kernels.fconv.FConv2d``;
 
 then the achieved GOPS (2 * MACs / time) and the speed of ours int8 relative to each other column
 (> 1 means ours is faster).  ONNX Runtime runs with ``intra_op_num_threads`` = the thread count,
@@ -39,9 +39,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import requant
-from .conv import QConv2d
-from .reference import conv2d_f32_im2col, conv2d_int8, conv_output_size
+from qvision_kernels import requant
+from qvision_kernels.conv import QConv2d
+from qvision_kernels.fconv import FConv2d
+from qvision_kernels.reference import conv2d_f32_im2col, conv2d_int8, conv_output_size
 
 # Column keys, in table order, with their headers.
 COLUMNS = (
@@ -162,15 +163,6 @@ def _import_ort():
     except ImportError:
         return None
     return onnxruntime, onnx
-
-
-def _import_fconv():
-    """The float convolution class ``qvision_kernels.fconv.FConv2d``, or None when it is not built."""
-    try:
-        from .fconv import FConv2d
-    except ImportError:
-        return None
-    return FConv2d
 
 
 # Environment variables that change how the thread pools wait (shown in the report when set).
@@ -355,7 +347,7 @@ def _max_abs_diff(a, b):
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
-def bench_layer(spec, threads, args, ort_mods, fconv_cls, blas, log):
+def bench_layer(spec, threads, args, ort_mods, blas, log):
     """Time every column of one layer at each thread count; returns one result dict per thread count."""
     layer = QuantLayer(spec, np.random.default_rng(args.seed))
     ours = QConv2d(layer.w_q, layer.bias_q, layer.x_zp, layer.mult, layer.y_zp, stride=layer.stride,
@@ -382,7 +374,7 @@ def bench_layer(spec, threads, args, ort_mods, fconv_cls, blas, log):
                           layer.stride, layer.pads)
         checks['max_abs_diff_vs_numpy_int8'] = _max_abs_diff(out_q, ref)
     saturated = float(np.mean((out_q == 0) | (out_q == 255)))
-    fconv = _make_fconv(fconv_cls, layer, log) if fconv_cls is not None else None
+    fconv = FConv2d(layer.w_f, layer.bias_f, stride=layer.stride, padding=layer.pads)
     out_f = np.empty(layer.out_shape, np.float32)
 
     results = []
@@ -396,12 +388,7 @@ def bench_layer(spec, threads, args, ort_mods, fconv_cls, blas, log):
                                                np.empty(layer.out_shape, np.uint8), t).run
             fast['ort_fp32'] = _OrtRunner(ort, _conv_f32_model(layer), x_nchw_f,
                                           np.empty((1, oc, ho, wo), np.float32), t).run
-        if fconv is not None:
-            try:
-                fconv(layer.x_f, out=out_f, num_threads=t)
-                fast['ours_fp32'] = lambda: fconv(layer.x_f, out=out_f, num_threads=t)
-            except Exception as e:  # a benchmark reports, it does not stop
-                log('ours fp32 failed on %s: %s' % (spec.name, e))
+        fast['ours_fp32'] = lambda: fconv(layer.x_f, out=out_f, num_threads=t)
         # The NumPy references are slow: fewer warm-up calls.
         slow = {'numpy_fp32_im2col': lambda: conv2d_f32_im2col(layer.x_f, layer.w_f, layer.bias_f,
                                                                layer.stride, layer.pads)}
@@ -418,19 +405,6 @@ def bench_layer(spec, threads, args, ort_mods, fconv_cls, blas, log):
             spec.name, t, median['ours_int8'],
             '  ORT i8 %.3f ms' % median['ort_int8'] if median['ort_int8'] is not None else ''))
     return results
-
-
-def _make_fconv(fconv_cls, layer, log):
-    kwargs = dict(stride=layer.stride, padding=layer.pads, dilation=1, groups=1)
-    try:
-        return fconv_cls(layer.w_f, layer.bias_f, act_min=-np.inf, act_max=np.inf, **kwargs)
-    except Exception:
-        pass
-    try:
-        return fconv_cls(layer.w_f, layer.bias_f, **kwargs)
-    except Exception as e:
-        log('ours fp32 (FConv2d) could not be built for %s: %s' % (layer.spec.name, e))
-        return None
 
 
 def _result(spec, threads, isa, median, minimum, checks, saturated):
@@ -545,24 +519,21 @@ def main(argv=None):
         print(msg, file=sys.stderr, flush=True)
 
     ort_mods = _import_ort()
-    fconv_cls = _import_fconv()
     blas = _BlasThreads()
     if ort_mods is None:
         log('onnxruntime or onnx is not importable: the ORT columns show n/a')
-    if fconv_cls is None:
-        log('qvision_kernels.fconv is not built: the ours f32 column shows n/a')
     load_before = _load_average()
     results = []
     try:
         for spec in specs:
-            results.extend(bench_layer(spec, args.threads, args, ort_mods, fconv_cls, blas, log))
+            results.extend(bench_layer(spec, args.threads, args, ort_mods, blas, log))
     finally:
         blas.restore()
     meta = dict(threads=args.threads, repeat=args.repeat, warmup=args.warmup, rounds=args.rounds, seed=args.seed,
                 isa=results[0]['isa'], cpu=_cpu_model(), machine=platform.machine(),
                 python=platform.python_version(), numpy=np.__version__,
                 onnxruntime=ort_mods[0].__version__ if ort_mods else None,
-                ours_fp32=fconv_cls is not None, blas_threads_controlled=blas.controlled,
+                blas_threads_controlled=blas.controlled,
                 load_average_before=load_before, load_average_after=_load_average(),
                 environment={k: os.environ[k] for k in _ENV_SHOWN if k in os.environ},
                 cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
