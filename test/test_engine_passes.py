@@ -60,8 +60,9 @@ def test_eliminate_identity_keeps_outputs():
 QDQ_CASES = [('fuse_qdq_conv', 'resnet'), ('fuse_qdq_conv', 'vgg'), ('fuse_qdq_conv', 'yolov8'),
              ('fuse_qdq_binary', 'resnet'), ('fuse_qdq_binary', 'yolov5'), ('fuse_qdq_concat', 'yolov8'),
              ('fuse_qdq_average', 'mobilenetv2'), ('fuse_qdq_data_movement', 'yolov8'),
-             ('fuse_qdq_data_movement', 'vgg'), ('fuse_qdq_lut', 'yolov8'), ('fuse_qdq_lut', 'yolov5')]
-EXACT = {'fuse_qdq_data_movement', 'fuse_qdq_lut'}
+             ('fuse_qdq_data_movement', 'vgg'), ('fuse_qdq_lut', 'yolov8'), ('fuse_qdq_lut', 'yolov5'),
+             ('compose_luts', 'yolov8'), ('compose_luts', 'yolov5')]
+EXACT = {'fuse_qdq_data_movement', 'fuse_qdq_lut', 'compose_luts'}
 
 
 @pytest.mark.parametrize('pass_name,model', QDQ_CASES)

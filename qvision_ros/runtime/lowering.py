@@ -436,12 +436,15 @@ def _quantize(node, ctx):
     z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
     tmp = np.empty(x.physical_shape(), np.float32)
 
+    lo, hi = np.float32(info.min) - z, np.float32(info.max) - z
+
     def run(out, x):
-        # saturate(round_half_to_even(x / s) + zp), the reference's float32 operations
+        # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
+        # reference's float32 operations (integers below 2**24 are exact in float32)
         np.divide(x, scale, out=tmp)
         np.rint(tmp, out=tmp)
+        np.clip(tmp, lo, hi, out=tmp)
         np.add(tmp, z, out=tmp)
-        np.clip(tmp, info.min, info.max, out=tmp)
         np.copyto(out, tmp, casting='unsafe')
     return _single(ctx, node, run)
 
@@ -510,6 +513,20 @@ def _to_layout(node, ctx, to_nhwc):
                 return (x.reshape(out_shape),)
             return fn
         return Lowered([('view', 0)], make)
+    if c <= 4:
+        # a few channels (a model input): one contiguous plane at a time is several times faster
+        # than NumPy's general transposing copy
+        if to_nhwc:
+            def run(out, x):
+                for i in range(n):
+                    for k in range(c):
+                        out[i, :, :, k] = x[i, k]
+        else:
+            def run(out, x):
+                for i in range(n):
+                    for k in range(c):
+                        out[i, k] = x[i, :, :, k]
+        return _single(ctx, node, run)
     return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)))
 
 

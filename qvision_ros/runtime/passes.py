@@ -14,6 +14,8 @@ Internal operators the passes create (not ONNX):
 * ``QAdd``, ``QMul``, ``QConcat``, ``QAveragePool``, ``QGlobalAveragePool`` - uint8 element-wise ops,
   concatenation and averages with requantisation;
 * ``QLut`` - a 256-entry table: any one-input element-wise function (or a plain rescale) on uint8;
+  chains of tables and Add/Mul of tables of one tensor (the quantised SiLU) compose into one
+  (:func:`compose_luts`);
 * ``Int8ToUint8`` / ``Uint8ToInt8`` - ``q + 128`` / ``q - 128`` (int8 model inputs/outputs).
 
 Data-movement ops (Reshape, Transpose, MaxPool, nearest Resize, Slice, Split...) keep their ONNX op type
@@ -21,7 +23,7 @@ when they are moved onto uint8 data.
 """
 import numpy as np
 
-from qvision_kernels import make_lut
+from qvision_kernels import add_int8, make_lut, mul_int8
 from qvision_kernels.requant import activation_bounds, multiplier
 
 from ..errors import ModelError
@@ -874,6 +876,67 @@ def fuse_qdq_lut(graph):
         ctx = _QContext(graph)
 
 
+def _lut_of_source(producers, name):
+    """(source uint8 value, table, producing QLut node or None): ``name`` as ``QLut(source)``, or as
+    the identity table of itself."""
+    p = producers.get(name)
+    if p is not None and p.op == 'QLut':
+        return p.inputs[0], p.attrs['table'], p
+    return name, np.arange(256, dtype=np.uint8), None
+
+
+def compose_luts(graph):
+    """Collapse uint8 element-wise chains of one source into a single table, bit-exactly:
+
+    * ``QLut_b(QLut_a(x))`` -> ``QLut(x)`` with ``table[q] = b[a[q]]``;
+    * ``QMul(f(x), g(x))`` / ``QAdd(f(x), g(x))`` where ``f`` and ``g`` are tables of the same uint8
+      tensor ``x`` (or ``x`` itself) and no operand broadcasts -> ``QLut(x)`` with
+      ``table[q] = kernel(f[q], g[q])``, computed by the very kernel the op would have run (so the
+      result is identical).  This turns the quantised SiLU ``x * Q(sigmoid(x))`` into one lookup.
+    """
+    from .graph import Node
+    changed = True
+    while changed:
+        changed = False
+        producers = graph.producers()
+        for node in list(graph.nodes):
+            if node.op == 'QLut':
+                src, inner, p = _lut_of_source(producers, node.inputs[0])
+                if p is None:
+                    continue
+                table = node.attrs['table'][inner]
+                parts = [p]
+                fn = '%s>%s' % (p.attrs.get('fn', 'lut'), node.attrs.get('fn', 'lut'))
+            elif node.op in ('QAdd', 'QMul') and len(node.inputs) == 2:
+                a, b = node.inputs
+                y = graph.values[node.outputs[0]]
+                if graph.values[a].is_const or graph.values[b].is_const or \
+                        graph.values[a].shape != y.shape or graph.values[b].shape != y.shape:
+                    continue
+                sa, ta, pa = _lut_of_source(producers, a)
+                sb, tb, pb = _lut_of_source(producers, b)
+                if sa != sb or (pa is None and pb is None):
+                    continue
+                at = node.attrs
+                kern = add_int8 if node.op == 'QAdd' else mul_int8
+                table = kern(np.ascontiguousarray(ta), np.ascontiguousarray(tb), at['a_scale'], at['a_zero_point'],
+                             at['b_scale'], at['b_zero_point'], at['y_scale'], at['y_zero_point'],
+                             at['act_min'], at['act_max'])
+                parts = [p for p in (pa, pb) if p is not None]
+                fn = '%s(%s, %s)' % (node.op[1:], pa.attrs.get('fn', 'lut') if pa else 'x',
+                                     pb.attrs.get('fn', 'lut') if pb else 'x')
+                src = sa
+            else:
+                continue
+            origin = [o for p in parts for o in p.origin] + node.origin
+            new = Node('QLut', [src], list(node.outputs), {'table': np.ascontiguousarray(table, np.uint8),
+                                                           'fn': fn}, node.name, '', origin)
+            _replace_node(graph, node, [new])
+            changed = True
+            break
+        graph.remove_dead()
+
+
 def dq_values(scale, zero_point):
     """The 256 real values of uint8 codes, as DequantizeLinear computes them (float32)."""
     from qvision_kernels.requant import dequantize
@@ -899,6 +962,7 @@ PASSES = [
     ('fuse_qdq_data_movement', fuse_qdq_data_movement),
     ('fuse_qdq_lut', fuse_qdq_lut),
     ('remove_dead', remove_dead),
+    ('compose_luts', compose_luts),
     ('fuse_conv_activation', fuse_conv_activation),
     ('fuse_silu', fuse_silu),
     ('remove_dead_final', remove_dead),
@@ -907,6 +971,7 @@ PASSES = [
 # passes that may be switched off (for tests and debugging); the others are needed to run at all
 OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fuse_qdq_conv', 'fuse_qdq_binary',
                    'fuse_qdq_concat', 'fuse_qdq_average', 'fuse_qdq_data_movement', 'fuse_qdq_lut',
+                   'compose_luts',
                    'fuse_conv_activation', 'fuse_silu'}
 
 
