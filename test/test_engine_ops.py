@@ -5,7 +5,6 @@ channels-last data and its axis / permutation / broadcast remapping is exercised
 it on the model input directly (logical layout).
 """
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -323,6 +322,16 @@ def test_batchnorm_alone_and_after_conv():
     mb = with_conv(nodes, (1, c, 5, 5), bn)
     engine = check(mb, {'x': rand(1, c, 5, 5)})
     assert [n.op for n in engine.graph.nodes].count('BatchNormalization') == 0
+
+
+def test_global_pools_on_3d_data_and_argmax_last_index():
+    nodes = [helper.make_node('GlobalAveragePool', ['x'], ['a']), helper.make_node('GlobalMaxPool', ['x'], ['b']),
+             helper.make_node('Add', ['a', 'b'], ['y'])]
+    check(make_model(nodes, [('x', (2, 4, 9))], ['y']), {'x': rand(2, 4, 9)})
+    x = np.round(rand(1, 5, 3, 4) * 2) / 2                     # ties, so that the index choice matters
+    mb = with_conv([helper.make_node('ArgMax', ['t'], ['y'], axis=1, select_last_index=1)], (1, 5, 3, 4),
+                   outputs=[('y', TensorProto.INT64)])
+    check(mb, {'x': x})
 
 
 def test_misc_light_ops():

@@ -72,6 +72,16 @@ def test_threads_give_identical_int8_results():
                                   Engine(qb, num_threads=2).run({'images': x})[0])
 
 
+def test_per_tensor_weights():
+    qb = quantize_qdq(model_bytes('resnet'), per_channel=False)
+    engine = Engine(qb, num_threads=1)
+    assert collections.Counter(n.op for n in engine.graph.nodes)['QConv'] == 15
+    x = _x(engine, 0)
+    d = step_differences(engine.run({'images': x})[0], ort_run(qb, {'images': x}, optimize=False)[0],
+                         output_scales(qb)[0])
+    assert d.max() <= MAX_STEPS
+
+
 def test_partially_quantized_model_runs_float_layers_in_float():
     """Only the convolutions quantised: the rest stays float between DQ and Q boundaries."""
     qb = quantize_qdq(model_bytes('resnet'), op_types=['Conv'])

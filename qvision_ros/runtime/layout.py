@@ -59,7 +59,7 @@ def _axis_ok(graph, node):
         axis = node.attrs.get('axis', -1 if graph.opset >= 13 else 1) % 4
         return graph.opset >= 13 or axis == 3
     if op in ('ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ArgMax', 'ArgMin'):
-        return bool(node.attrs.get('keepdims', 1)) and all(
+        return bool(node.attrs.get('keepdims', 1)) and not node.attrs.get('select_last_index', 0) and all(
             graph.values[i].is_const for i in node.inputs[1:] if i)
     if op == 'Slice':
         return all(graph.values[i].is_const for i in node.inputs[1:] if i)
@@ -70,7 +70,7 @@ def wants(graph, node):
     """'NHWC' (needs channels-last 4-D data inputs), 'follow' (runs on either) or 'plain'."""
     op = node.op
     if op in SPATIAL:
-        return 'NHWC'
+        return 'NHWC' if len(graph.values[node.inputs[0]].shape) == 4 else 'plain'
     if op in ('Resize', 'Upsample'):
         return 'NHWC' if _resize_is_spatial(graph, node) else 'plain'
     if op in ('QuantizeLinear', 'DequantizeLinear'):

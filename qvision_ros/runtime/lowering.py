@@ -13,7 +13,6 @@ import numpy as np
 
 import qvision_kernels as K
 
-from ..errors import ModelError
 from .graph import NCHW_TO_NHWC
 from .layout import permute_const, physical_axis
 from .ops import (REFERENCE, linear_weights, nearest_index, node_error, reduce_axes, resize_params,
@@ -247,6 +246,10 @@ def _avgpool(node, ctx):
 
 @lowering('GlobalAveragePool', 'QGlobalAveragePool')
 def _gap(node, ctx):
+    if not ctx.nhwc(node.inputs[0]):
+        if node.op == 'QGlobalAveragePool':
+            raise node_error(node, 'internal: a quantised global pool on non-4-D data')
+        return _generic(node, ctx)
     q = {}
     if node.op == 'QGlobalAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
@@ -256,6 +259,8 @@ def _gap(node, ctx):
 
 @lowering('GlobalMaxPool')
 def _gmp(node, ctx):
+    if not ctx.nhwc(node.inputs[0]):
+        return _generic(node, ctx)
     return _single(ctx, node, lambda out, x: np.max(x, axis=(1, 2), keepdims=True, out=out))
 
 
@@ -392,19 +397,13 @@ def _broadcasts(small, big):
         return False
 
 
-def _quant_operands(node, ctx):
-    """(run-time input indices, bound constants) for QAdd / QMul."""
-    consts = [_input_array(ctx, node, k) for k in range(2)]
-    return consts
-
-
 @lowering('QAdd', 'QMul')
 def _qbinary(node, ctx):
     a = node.attrs
     kern = K.add_int8 if node.op == 'QAdd' else K.mul_int8
     args = (a['a_scale'], a['a_zero_point'], a['b_scale'], a['b_zero_point'], a['y_scale'], a['y_zero_point'],
             a['act_min'], a['act_max'])
-    ca, cb = _quant_operands(node, ctx)
+    ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
     nt = ctx.nt
     if ca is not None:
         raise node_error(node, 'internal: the first operand of a quantised binary op is constant')

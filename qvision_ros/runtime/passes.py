@@ -217,7 +217,6 @@ def eliminate_identity(graph):
     """Remove nodes that compute their input: Identity, Dropout (inference), Cast to the same type,
     Reshape / Flatten / Squeeze / Unsqueeze to the same shape, single-input Concat, Expand to the same
     shape.  ``y = x``: readers of y read x instead (kept when y is a graph output)."""
-    producers = graph.producers()
     for node in list(graph.nodes):
         out = node.outputs[0]
         if not node.inputs or not node.inputs[0]:
@@ -234,7 +233,6 @@ def eliminate_identity(graph):
             continue
         graph.rename_input_uses(out, x.name)
         graph.nodes.remove(node)
-    del producers
 
 
 def fold_batchnorm(graph):
