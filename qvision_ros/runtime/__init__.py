@@ -1,0 +1,11 @@
+"""The qvision inference engine: ONNX models (float or QDQ int8) compiled to the qvision kernels.
+
+:class:`Engine` is the entry point (see :mod:`qvision_ros.runtime.engine`).  Internals: our IR
+(:mod:`.graph`), the ONNX reader (:mod:`.onnx_import`), NumPy references of ONNX operators
+(:mod:`.ops`), graph passes (:mod:`.passes`), channels-last layout (:mod:`.layout`), lowering to kernels
+(:mod:`.lowering`) and the execution plan (:mod:`.plan`).
+"""
+from .engine import Engine, TensorInfo, summarize_profile
+from .plan import LayerRecord
+
+__all__ = ['Engine', 'TensorInfo', 'LayerRecord', 'summarize_profile']

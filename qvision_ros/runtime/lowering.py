@@ -1,0 +1,692 @@
+"""Lowering: each graph node becomes a prepared step that runs on physical arrays.
+
+``lower(node, ctx)`` returns a :class:`Lowered`: the output specifications (a planned buffer of a
+physical shape and dtype, a view of an input, or a fresh array the step allocates) and a factory that,
+given the planned output buffers, returns the callable run every frame: ``fn(*inputs) -> outputs``.
+Heavy layers are prepared here once (weights packed by QConv2d / FConv2d, multipliers, LUTs, broadcast
+plans); the callables only call kernels with ``out=`` buffers.
+
+Every array a step receives is C-contiguous (planned buffers, contiguous views, or fresh arrays made
+contiguous), as the kernels require.
+"""
+import numpy as np
+
+import qvision_kernels as K
+
+from .graph import NCHW_TO_NHWC
+from .layout import permute_const, physical_axis
+from .ops import (REFERENCE, linear_weights, nearest_index, node_error, reduce_axes, resize_params,
+                  slice_spec, spatial_attrs, split_sizes)
+
+
+class Lowered:
+    """``specs``: per output ('buffer', shape, dtype) | ('view', input index) | ('fresh',);
+    ``make(buffers)`` -> fn(*inputs) returning the tuple of outputs."""
+
+    def __init__(self, specs, make):
+        self.specs = specs
+        self.make = make
+
+
+class LowerContext:
+    def __init__(self, graph, num_threads):
+        self.graph = graph
+        self.nt = num_threads
+
+    def value(self, name):
+        return self.graph.values[name]
+
+    def phys(self, name):
+        return self.graph.values[name].physical_shape()
+
+    def nhwc(self, name):
+        return self.graph.values[name].layout == 'NHWC'
+
+    def const(self, name):
+        return self.graph.const(name)
+
+    def buffer_spec(self, name):
+        v = self.graph.values[name]
+        return ('buffer', v.physical_shape(), v.dtype)
+
+
+LOWERINGS = {}
+
+
+def lowering(*ops):
+    def register(fn):
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+    return register
+
+
+def lower(node, ctx):
+    fn = LOWERINGS.get(node.op)
+    if fn is None:
+        if node.op in REFERENCE:
+            return _generic(node, ctx)
+        raise node_error(node, 'operator %s is not supported by this engine' % node.op)
+    return fn(node, ctx)
+
+
+def _single(ctx, node, run):
+    """One planned output buffer ``out``; ``run(out, *inputs)`` fills it."""
+    def make(bufs):
+        out = bufs[0]
+
+        def fn(*ins):
+            run(out, *ins)
+            return (out,)
+        return fn
+    return Lowered([ctx.buffer_spec(node.outputs[0])], make)
+
+
+def _input_array(ctx, node, k):
+    """Constant input k in the physical layout of the node's data (or None when it is run-time)."""
+    c = ctx.const(node.input(k))
+    if c is None:
+        return None
+    layout = 'NHWC' if any(ctx.nhwc(o) for o in node.outputs if o) else None
+    return permute_const(c, layout)
+
+
+def _generic(node, ctx):
+    """Any op with a NumPy reference: called on the inputs (constants bound, permuted to NHWC for
+    element-wise ops on channels-last data); fresh, contiguous outputs that never alias an input."""
+    opset = ctx.graph.opset
+    consts = {k: _input_array(ctx, node, k) for k in range(len(node.inputs))}
+    runtime = [k for k, name in enumerate(node.inputs) if name and consts[k] is None]
+    n_in = len(node.inputs)
+    ref = REFERENCE[node.op]
+
+    def make(bufs):
+        def fn(*ins):
+            args = [None] * n_in
+            for k, v in consts.items():
+                if v is not None:
+                    args[k] = v
+            for k, x in zip(runtime, ins):
+                args[k] = x
+            outs = ref(node, args, opset)
+            result = []
+            for o in outs:
+                o = np.asarray(o)
+                if not o.flags.c_contiguous or any(np.may_share_memory(o, x) for x in ins):
+                    o = np.array(o, order='C', copy=True)
+                result.append(o)
+            return tuple(result)
+        return fn
+    return Lowered([('fresh',)] * len(node.outputs), make)
+
+
+# ------------------------------------------------------------------------------------------ conv / gemm
+
+def _conv_geometry(node, ctx, kernel_hw):
+    x = ctx.value(node.inputs[0])
+    strides, dilations, pads, _ = spatial_attrs(node, x.shape[2:], kernel_hw)
+    return strides, dilations, pads
+
+
+@lowering('Conv')
+def _conv(node, ctx):
+    w = ctx.const(node.inputs[1])
+    if w is None:
+        raise node_error(node, 'the weight is computed at run time; only constant weights are supported')
+    if w.ndim != 4:
+        raise node_error(node, 'only 2-D convolutions are supported')
+    b = ctx.const(node.input(2))
+    if node.input(2) and b is None:
+        raise node_error(node, 'the bias is computed at run time; only constant biases are supported')
+    strides, dilations, pads = _conv_geometry(node, ctx, w.shape[2:])
+    layer = K.FConv2d(np.ascontiguousarray(w.astype(np.float32).transpose(0, 2, 3, 1)),
+                      None if b is None else b.astype(np.float32).reshape(-1),
+                      stride=strides, padding=pads, dilation=dilations, groups=int(node.attrs.get('group', 1)),
+                      act_min=node.attrs.get('_act_min'), act_max=node.attrs.get('_act_max'))
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt))
+
+
+@lowering('QConv')
+def _qconv(node, ctx):
+    a = node.attrs
+    w = a['weight']
+    strides, dilations, pads = _conv_geometry(node, ctx, w.shape[2:])
+    layer = K.QConv2d(np.ascontiguousarray(w.transpose(0, 2, 3, 1)), a['bias'], a['x_zero_point'],
+                      a['multiplier'], a['y_zero_point'], stride=strides, padding=pads, dilation=dilations,
+                      groups=int(a.get('group', 1)), act_min=a['act_min'], act_max=a['act_max'])
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt))
+
+
+def _fc_view(ctx, node, layer, k):
+    """A fully-connected layer applied to the last axis of input [..., K] -> [..., N]."""
+    nt = ctx.nt
+    out_shape = ctx.phys(node.outputs[0])
+
+    def make(bufs):
+        out = bufs[0]
+        out2 = out.reshape(-1, out_shape[-1])
+
+        def fn(x):
+            layer(x.reshape(-1, k), out=out2, num_threads=nt)
+            return (out,)
+        return fn
+    return Lowered([ctx.buffer_spec(node.outputs[0])], make)
+
+
+@lowering('Gemm', 'MatMul')
+def _gemm(node, ctx):
+    a = node.attrs
+    b = ctx.const(node.inputs[1])
+    x = ctx.value(node.inputs[0])
+    act = {'act_min': a.get('_act_min'), 'act_max': a.get('_act_max')}
+    if node.op == 'Gemm':
+        c = ctx.const(node.input(2))
+        n = b.shape[0] if (b is not None and a.get('transB', 0)) else (b.shape[1] if b is not None else 0)
+        usable = (b is not None and not a.get('transA', 0) and (not node.input(2) or
+                                                                (c is not None and c.size in (1, n))))
+        if not usable:
+            if '_act_min' in a or '_act_max' in a:
+                raise node_error(node, 'internal: a fused clamp on a Gemm without constant weights')
+            return _generic(node, ctx)
+        w = b.T if not a.get('transB', 0) else b
+        w = (np.float32(a.get('alpha', 1.0)) * w.astype(np.float32)) if a.get('alpha', 1.0) != 1.0 else w
+        bias = None
+        if c is not None:
+            bias = np.broadcast_to(np.float32(a.get('beta', 1.0)) * c.astype(np.float32).reshape(-1),
+                                   (w.shape[0],)).astype(np.float32)
+        layer = K.FLinear(np.ascontiguousarray(w, dtype=np.float32), bias, **act)
+        return _fc_view(ctx, node, layer, w.shape[1])
+    if b is None or b.ndim != 2 or len(x.shape) < 2 or x.dtype != np.float32:
+        return _generic(node, ctx)
+    layer = K.FLinear(np.ascontiguousarray(b.T, dtype=np.float32), None)
+    return _fc_view(ctx, node, layer, b.shape[0])
+
+
+@lowering('QGemm')
+def _qgemm(node, ctx):
+    a = node.attrs
+    w = a['weight']
+    layer = K.QLinear(w, a['bias'], a['x_zero_point'], a['multiplier'], a['y_zero_point'],
+                      act_min=a['act_min'], act_max=a['act_max'])
+    return _fc_view(ctx, node, layer, w.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+
+def _pool_args(node, ctx):
+    a = node.attrs
+    kernel = tuple(int(v) for v in a['kernel_shape'])
+    x = ctx.value(node.inputs[0])
+    strides, dilations, pads, _ = spatial_attrs(node, x.shape[2:], kernel, pool=True)
+    ceil_mode = bool(a.get('ceil_mode', 0)) and a.get('auto_pad', 'NOTSET') in ('NOTSET', '')
+    return kernel, strides, dilations, pads, ceil_mode
+
+
+@lowering('MaxPool')
+def _maxpool(node, ctx):
+    kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: K.max_pool2d(x, kernel, strides, pads, dilations, ceil_mode,
+                                                            out=out, num_threads=nt))
+
+
+@lowering('AveragePool', 'QAveragePool')
+def _avgpool(node, ctx):
+    kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
+    cip = bool(node.attrs.get('count_include_pad', 0))
+    q = {}
+    if node.op == 'QAveragePool':
+        q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: K.avg_pool2d(x, kernel, strides, pads, ceil_mode, cip, out=out,
+                                                            num_threads=nt, **q))
+
+
+@lowering('GlobalAveragePool', 'QGlobalAveragePool')
+def _gap(node, ctx):
+    if not ctx.nhwc(node.inputs[0]):
+        if node.op == 'QGlobalAveragePool':
+            raise node_error(node, 'internal: a quantised global pool on non-4-D data')
+        return _generic(node, ctx)
+    q = {}
+    if node.op == 'QGlobalAveragePool':
+        q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: K.global_avg_pool2d(x, out=out, num_threads=nt, **q))
+
+
+@lowering('GlobalMaxPool')
+def _gmp(node, ctx):
+    if not ctx.nhwc(node.inputs[0]):
+        return _generic(node, ctx)
+    return _single(ctx, node, lambda out, x: np.max(x, axis=(1, 2), keepdims=True, out=out))
+
+
+# ----------------------------------------------------------------------------------------- element-wise
+
+def _sigmoid_into(out, x):
+    """out = 1 / (1 + exp(-x)): the reference's float32 operations, in place."""
+    np.negative(x, out=out)
+    with np.errstate(over='ignore'):
+        np.exp(out, out=out)
+    out += np.float32(1)
+    np.divide(np.float32(1), out, out=out)
+
+
+def _hardsigmoid_into(out, x, alpha, beta):
+    np.multiply(x, np.float32(alpha), out=out)
+    out += np.float32(beta)
+    np.clip(out, np.float32(0), np.float32(1), out=out)
+
+
+UNARY_INTO = {
+    'Relu': lambda node: lambda out, x: np.maximum(x, x.dtype.type(0), out=out),
+    'Sigmoid': lambda node: _sigmoid_into,
+    'Silu': lambda node: lambda out, x: (_sigmoid_into(out, x), np.multiply(out, x, out=out)),
+    'Tanh': lambda node: lambda out, x: np.tanh(x, out=out),
+    'HardSigmoid': lambda node: lambda out, x: _hardsigmoid_into(out, x, node.attrs.get('alpha', 0.2),
+                                                                 node.attrs.get('beta', 0.5)),
+    'HardSwish': lambda node: lambda out, x: (_hardsigmoid_into(out, x, 1.0 / 6.0, 0.5),
+                                              np.multiply(out, x, out=out)),
+    'Identity': lambda node: lambda out, x: np.copyto(out, x),
+}
+
+
+@lowering(*UNARY_INTO)
+def _unary(node, ctx):
+    if ctx.value(node.inputs[0]).dtype != np.float32 and node.op not in ('Relu', 'Identity'):
+        return _generic(node, ctx)
+    return _single(ctx, node, UNARY_INTO[node.op](node))
+
+
+@lowering('LeakyRelu')
+def _leaky(node, ctx):
+    alpha = np.float32(node.attrs.get('alpha', 0.01))
+    if ctx.value(node.inputs[0]).dtype != np.float32:
+        return _generic(node, ctx)
+
+    def run(out, x):
+        np.multiply(x, alpha, out=out)
+        np.copyto(out, x, where=x >= 0)
+    return _single(ctx, node, run)
+
+
+@lowering('Clip')
+def _clip(node, ctx):
+    lo = ctx.const(node.input(1))
+    hi = ctx.const(node.input(2))
+    x = ctx.value(node.inputs[0])
+    if (node.input(1) and lo is None) or (node.input(2) and hi is None):
+        return _generic(node, ctx)
+    lo = None if lo is None else lo.astype(x.dtype).reshape(())
+    hi = None if hi is None else hi.astype(x.dtype).reshape(())
+
+    def run(out, x):
+        if lo is None and hi is None:
+            np.copyto(out, x)
+        elif lo is None:
+            np.minimum(x, hi, out=out)
+        elif hi is None:
+            np.maximum(x, lo, out=out)
+        else:
+            np.maximum(x, lo, out=out)
+            np.minimum(out, hi, out=out)
+    return _single(ctx, node, run)
+
+
+_NUMPY_BINARY = {'Add': np.add, 'Sub': np.subtract, 'Mul': np.multiply, 'Div': np.divide}
+
+
+@lowering('Add', 'Sub', 'Mul', 'Div', 'Pow')
+def _binary(node, ctx):
+    a_name, b_name = node.inputs[0], node.inputs[1]
+    va, vb = ctx.value(a_name), ctx.value(b_name)
+    y = ctx.value(node.outputs[0])
+    if not (va.dtype == vb.dtype == y.dtype == np.float32):
+        return _generic(node, ctx)
+    ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
+    out_shape = y.physical_shape()
+    nt = ctx.nt
+    if node.op == 'Pow':
+        if cb is None or cb.size != 1:
+            return _generic(node, ctx)
+        e = np.float32(cb.reshape(-1)[0])
+        if ca is not None or va.physical_shape() != out_shape:
+            return _generic(node, ctx)
+        if e == 2:
+            return _single(ctx, node, lambda out, x: np.multiply(x, x, out=out))
+        return _single(ctx, node, lambda out, x: np.power(x, e, out=out))
+    if ca is not None and cb is not None:
+        return _generic(node, ctx)
+    if ca is not None:
+        c = ca
+        if node.op in ('Add', 'Mul') and vb.physical_shape() == out_shape:
+            kern = K.add_f32 if node.op == 'Add' else K.mul_f32
+            return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt))
+        f = _NUMPY_BINARY[node.op]
+        return _single(ctx, node, lambda out, x: f(c, x, out=out))
+    if cb is not None:
+        c = cb
+        if va.physical_shape() == out_shape:
+            if node.op in ('Add', 'Mul'):
+                kern = K.add_f32 if node.op == 'Add' else K.mul_f32
+                return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt))
+            if node.op == 'Sub':
+                neg = np.require(-c, requirements="C")         # x - c == x + (-c) exactly
+                return _single(ctx, node, lambda out, x: K.add_f32(x, neg, out=out, num_threads=nt))
+        f = _NUMPY_BINARY[node.op]
+        return _single(ctx, node, lambda out, x: f(x, c, out=out))
+    sa, sb = va.physical_shape(), vb.physical_shape()
+    if node.op in ('Add', 'Mul') and out_shape in (sa, sb):
+        kern = K.add_f32 if node.op == 'Add' else K.mul_f32
+        if sa == out_shape and _broadcasts(sb, out_shape):
+            return _single(ctx, node, lambda out, a, b: kern(a, b, out=out, num_threads=nt))
+        if sb == out_shape and _broadcasts(sa, out_shape):
+            return _single(ctx, node, lambda out, a, b: kern(b, a, out=out, num_threads=nt))
+    f = _NUMPY_BINARY[node.op]
+    return _single(ctx, node, lambda out, a, b: f(a, b, out=out))
+
+
+def _broadcasts(small, big):
+    try:
+        K.eltwise._broadcast_plan(tuple(big), tuple(small))
+        return True
+    except K.KernelError:
+        return False
+
+
+@lowering('QAdd', 'QMul')
+def _qbinary(node, ctx):
+    a = node.attrs
+    kern = K.add_int8 if node.op == 'QAdd' else K.mul_int8
+    args = (a['a_scale'], a['a_zero_point'], a['b_scale'], a['b_zero_point'], a['y_scale'], a['y_zero_point'],
+            a['act_min'], a['act_max'])
+    ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
+    nt = ctx.nt
+    if ca is not None:
+        raise node_error(node, 'internal: the first operand of a quantised binary op is constant')
+    if not _broadcasts(cb.shape if cb is not None else ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])):
+        raise node_error(node, 'internal: operand %s does not broadcast to %s'
+                         % (ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])))
+    if cb is not None:
+        return _single(ctx, node, lambda out, x: kern(x, cb, *args, out=out, num_threads=nt))
+    return _single(ctx, node, lambda out, x, y: kern(x, y, *args, out=out, num_threads=nt))
+
+
+@lowering('QLut')
+def _qlut(node, ctx):
+    table = node.attrs['table']
+    nt = ctx.nt
+    return _single(ctx, node, lambda out, x: K.lut_apply(x, table, out=out, num_threads=nt))
+
+
+@lowering('QuantizeLinear')
+def _quantize(node, ctx):
+    s = ctx.const(node.input(1))
+    zp = ctx.const(node.input(2))
+    x = ctx.value(node.inputs[0])
+    if s is None or s.size != 1 or (zp is not None and zp.size != 1) or x.dtype != np.float32:
+        return _generic(node, ctx)
+    dtype = np.uint8 if zp is None else zp.dtype
+    info = np.iinfo(dtype)
+    scale = np.float32(s.reshape(-1)[0])
+    z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
+    tmp = np.empty(x.physical_shape(), np.float32)
+
+    lo, hi = np.float32(info.min) - z, np.float32(info.max) - z
+
+    def run(out, x):
+        # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
+        # reference's float32 operations (integers below 2**24 are exact in float32)
+        np.divide(x, scale, out=tmp)
+        np.rint(tmp, out=tmp)
+        np.clip(tmp, lo, hi, out=tmp)
+        np.add(tmp, z, out=tmp)
+        np.copyto(out, tmp, casting='unsafe')
+    return _single(ctx, node, run)
+
+
+@lowering('DequantizeLinear')
+def _dequantize(node, ctx):
+    s = ctx.const(node.input(1))
+    zp = ctx.const(node.input(2))
+    x = ctx.value(node.inputs[0])
+    if s is None or s.size != 1 or (zp is not None and zp.size != 1) or x.dtype not in (np.uint8, np.int8):
+        return _generic(node, ctx)
+    scale = np.float32(s.reshape(-1)[0])
+    z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
+
+    def run(out, q):
+        # float32(q - zp) * s: q and zp are exact in float32, the difference too
+        np.copyto(out, q, casting='unsafe')
+        out -= z
+        out *= scale
+    return _single(ctx, node, run)
+
+
+@lowering('Int8ToUint8', 'Uint8ToInt8')
+def _signflip(node, ctx):
+    def run(out, x):
+        np.bitwise_xor(x.view(np.uint8), np.uint8(0x80), out=out.view(np.uint8))
+    return _single(ctx, node, run)
+
+
+# ---------------------------------------------------------------------------------------- data movement
+
+@lowering('Reshape', 'Flatten', 'Squeeze', 'Unsqueeze')
+def _reshape(node, ctx):
+    shape = ctx.phys(node.outputs[0])
+
+    def make(bufs):
+        def fn(x, *rest):
+            return (x.reshape(shape),)
+        return fn
+    return Lowered([('view', 0)], make)
+
+
+@lowering('Transpose')
+def _transpose(node, ctx):
+    x = ctx.value(node.inputs[0])
+    rank = len(x.shape)
+    perm = node.attrs.get('perm')
+    perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+    if x.layout == 'NHWC':
+        # output logical dim j is input logical dim perm[j], stored at physical position NHWC_TO_NCHW[.]
+        perm = [physical_axis(p) for p in perm]
+    if ctx.nhwc(node.outputs[0]):
+        raise node_error(node, 'internal: Transpose writes its output in logical order')
+    perm = tuple(perm)
+    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)))
+
+
+def _to_layout(node, ctx, to_nhwc):
+    x = ctx.value(node.inputs[0])
+    n, c, h, w = x.shape
+    out_shape = ctx.phys(node.outputs[0])
+    perm = (0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)
+    if h * w == 1 or c == 1:            # the same bytes in both orders
+        def make(bufs):
+            def fn(x):
+                return (x.reshape(out_shape),)
+            return fn
+        return Lowered([('view', 0)], make)
+    if c <= 4:
+        # a few channels (a model input): one contiguous plane at a time is several times faster
+        # than NumPy's general transposing copy
+        if to_nhwc:
+            def run(out, x):
+                for i in range(n):
+                    for k in range(c):
+                        out[i, :, :, k] = x[i, k]
+        else:
+            def run(out, x):
+                for i in range(n):
+                    for k in range(c):
+                        out[i, k] = x[i, :, :, k]
+        return _single(ctx, node, run)
+    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)))
+
+
+@lowering('ToNHWC')
+def _to_nhwc(node, ctx):
+    return _to_layout(node, ctx, True)
+
+
+@lowering('ToNCHW')
+def _to_nchw(node, ctx):
+    return _to_layout(node, ctx, False)
+
+
+def _phys_axis(ctx, name, axis):
+    v = ctx.value(name)
+    rank = len(v.shape)
+    axis = int(axis) % rank
+    return physical_axis(axis) if v.layout == 'NHWC' else axis
+
+
+@lowering('Concat', 'QConcat')
+def _concat(node, ctx):
+    names = [i for i in node.inputs if i]
+    axis = _phys_axis(ctx, node.outputs[0], node.attrs['axis'])
+    layout = 'NHWC' if ctx.nhwc(node.outputs[0]) else None
+    consts = {k: None if ctx.const(name) is None else permute_const(ctx.const(name), layout)
+              for k, name in enumerate(names)}
+    runtime = [k for k in range(len(names)) if consts[k] is None]
+    dtype = ctx.value(node.outputs[0]).dtype
+    nt = ctx.nt
+    n = len(names)
+
+    def gather(ins):
+        arrays = [None] * n
+        for k, v in consts.items():
+            if v is not None:
+                arrays[k] = v
+        for k, x in zip(runtime, ins):
+            arrays[k] = x
+        return arrays
+
+    if node.op == 'QConcat':
+        a = node.attrs
+        return _single(ctx, node, lambda out, *ins: K.concat_int8(
+            gather(ins), a['scales'], a['zero_points'], a['y_scale'], a['y_zero_point'], axis=axis, out=out,
+            num_threads=nt))
+    if dtype == np.float32:
+        return _single(ctx, node, lambda out, *ins: K.concat_f32(gather(ins), axis=axis, out=out, num_threads=nt))
+    return _single(ctx, node, lambda out, *ins: np.concatenate(gather(ins), axis=axis, out=out))
+
+
+@lowering('Split')
+def _split(node, ctx):
+    x = ctx.value(node.inputs[0])
+    axis, sizes = split_sizes(node, x.shape, ctx.const(node.input(1)), ctx.graph.opset)
+    pa = physical_axis(axis) if x.layout == 'NHWC' else axis
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    index = []
+    for k in range(len(sizes)):
+        sl = [slice(None)] * len(x.shape)
+        sl[pa] = slice(int(bounds[k]), int(bounds[k + 1]))
+        index.append(tuple(sl))
+    outs = [o for o in node.outputs]
+
+    def make(bufs):
+        def fn(x, *rest):
+            for buf, ix in zip(bufs, index):
+                if buf is not None:
+                    np.copyto(buf, x[ix])
+            return tuple(bufs)
+        return fn
+    return Lowered([ctx.buffer_spec(o) if o else ('fresh',) for o in outs], make)
+
+
+@lowering('Slice')
+def _slice(node, ctx):
+    x = ctx.value(node.inputs[0])
+    consts = [None] + [ctx.const(i) if i else None for i in node.inputs[1:]]
+    spec = slice_spec(node, x.shape, consts, ctx.graph.opset)
+    if x.layout == 'NHWC':
+        spec = tuple(spec[a] for a in NCHW_TO_NHWC)
+    return _single(ctx, node, lambda out, x, *rest: np.copyto(out, x[spec]))
+
+
+@lowering('Softmax', 'LogSoftmax')
+def _softmax(node, ctx):
+    x = ctx.value(node.inputs[0])
+    rank = len(x.shape)
+    if ctx.graph.opset < 13:
+        axis = int(node.attrs.get('axis', 1)) % rank
+        if axis != rank - 1:
+            return _generic(node, ctx)
+    else:
+        axis = int(node.attrs.get('axis', -1)) % rank
+    pa = physical_axis(axis) if x.layout == 'NHWC' else axis
+    log = node.op == 'LogSoftmax'
+    if x.dtype != np.float32:
+        return _generic(node, ctx)
+
+    def run(out, x):
+        m = np.max(x, axis=pa, keepdims=True)
+        np.subtract(x, m, out=out)
+        if log:
+            s = np.log(np.sum(np.exp(out), axis=pa, keepdims=True))
+            out -= s
+        else:
+            np.exp(out, out=out)
+            out /= np.sum(out, axis=pa, keepdims=True)
+    return _single(ctx, node, run)
+
+
+@lowering('ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ArgMax', 'ArgMin')
+def _reduce(node, ctx):
+    x = ctx.value(node.inputs[0])
+    if x.layout != 'NHWC':
+        return _generic(node, ctx)
+    if node.op.startswith('Arg'):
+        axes = (int(node.attrs.get('axis', 0)) % 4,)
+    else:
+        axes = reduce_axes(node, [None] + [ctx.const(i) for i in node.inputs[1:]], ctx.graph.opset, 4)
+    paxes = tuple(sorted(physical_axis(a) for a in axes))
+    if not paxes:
+        return _single(ctx, node, lambda out, x, *r: np.copyto(out, x))
+    if node.op.startswith('Arg'):
+        fn = np.argmax if node.op == 'ArgMax' else np.argmin
+        if node.attrs.get('select_last_index', 0):
+            return _generic(node, ctx)
+        pa = paxes[0]
+        return _single(ctx, node, lambda out, x, *r: np.copyto(out, np.expand_dims(fn(x, axis=pa), pa)))
+    fn = {'ReduceMean': np.mean, 'ReduceSum': np.sum, 'ReduceMax': np.max, 'ReduceMin': np.min}[node.op]
+    return _single(ctx, node, lambda out, x, *r: np.copyto(out, fn(x, axis=paxes, keepdims=True),
+                                                            casting='unsafe'))
+
+
+@lowering('Resize', 'Upsample')
+def _resize(node, ctx):
+    x = ctx.value(node.inputs[0])
+    consts = [None] + [ctx.const(i) if i else None for i in node.inputs[1:]]
+    mode, coord, nearest, scales, out_shape = resize_params(node, x.shape, consts, ctx.graph.opset)
+    if x.layout != 'NHWC':
+        return _generic(node, ctx)
+    h, w = x.shape[2:]
+    ho, wo = out_shape[2:]
+    nt = ctx.nt
+    if mode == 'nearest':
+        ih = nearest_index(coord, nearest, h, ho, scales[2])
+        iw = nearest_index(coord, nearest, w, wo, scales[3])
+        if ho % h == 0 and wo % w == 0 and x.dtype in (np.uint8, np.float32):
+            fh, fw = ho // h, wo // w
+            if np.array_equal(ih, np.arange(ho) // fh) and np.array_equal(iw, np.arange(wo) // fw):
+                return _single(ctx, node, lambda out, x, *r: K.upsample_nearest(x, fh, fw, out=out,
+                                                                                 num_threads=nt))
+        return _single(ctx, node, lambda out, x, *r: np.copyto(out, x[:, ih][:, :, iw]))
+    h0, h1, wh = linear_weights(coord, h, ho, scales[2])
+    w0, w1, ww = linear_weights(coord, w, wo, scales[3])
+    wh = wh.reshape(1, -1, 1, 1)
+    ww = ww.reshape(1, 1, -1, 1)
+    if x.dtype != np.float32:
+        raise node_error(node, 'linear Resize of %s data is not supported' % x.dtype)
+
+    def run(out, x, *r):
+        rows = x[:, h0] * (1 - wh) + x[:, h1] * wh
+        np.copyto(out, rows[:, :, w0] * (1 - ww) + rows[:, :, w1] * ww)
+    return _single(ctx, node, run)

@@ -1,0 +1,200 @@
+"""The execution plan: lowered steps, a memory plan, and the loop that runs them.
+
+Built once per input shape.  Each step's outputs are either planned buffers, views of an input (Reshape
+and friends), or arrays the step allocates itself (the rare ops without a kernel).  Planned buffers come
+from a pool of blocks: a block is handed to a tensor when the tensor is produced and returned when its
+last reader has run, so tensors whose lifetimes do not overlap share memory; nothing is allocated per
+run except by the few NumPy-only ops.
+"""
+import time
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+from ..errors import ModelError
+from .lowering import LowerContext, lower
+
+ALIGN = 64
+
+
+class LayerRecord(NamedTuple):
+    """One step of a profiled run."""
+    name: str                       # the (first) ONNX node the step stands for
+    op: str                         # the engine's op (QConv, Conv, QLut, ...)
+    precision: str                  # 'int8', 'fp32' or the output dtype for other steps
+    input_shapes: Tuple[tuple, ...]
+    output_shapes: Tuple[tuple, ...]
+    time_s: float                   # seconds (mean over the profiled runs)
+    nodes: Tuple[str, ...] = ()     # every ONNX node fused into the step
+
+
+def _precision(dtype):
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.int8):
+        return 'int8'
+    if dtype == np.float32:
+        return 'fp32'
+    return dtype.name
+
+
+class Plan:
+    """Steps and buffers for one set of input shapes."""
+
+    def __init__(self, graph, num_threads):
+        self.graph = graph
+        ctx = LowerContext(graph, num_threads)
+        names = list(graph.values)
+        slot = {name: k for k, name in enumerate(names)}
+        env = [None] * len(names)
+        for name, v in graph.values.items():
+            if v.is_const:
+                env[slot[name]] = v.const
+        steps = []
+        for node in graph.nodes:
+            runtime = [i for i in node.inputs if i and not graph.values[i].is_const]
+            if not runtime:
+                raise ModelError('node %r (%s) has only constant inputs and cannot be folded'
+                                 % (node.name, node.op))
+            lowered = lower(node, ctx)
+            steps.append((node, lowered, [slot[i] for i in runtime], [slot[o] if o else None
+                                                                       for o in node.outputs]))
+        self._slot = slot
+        self._env = env
+        self._transient = [k for k, name in enumerate(names) if not graph.values[name].is_const]
+        self.input_slots = [slot[i] for i in graph.inputs]
+        self.output_slots = [slot[o] for o in graph.outputs]
+        self.arena_bytes, buffers = self._plan_memory(steps, len(names))
+        program, info = [], []
+        for k, (node, lowered, ins, outs) in enumerate(steps):
+            bufs = [buffers.get((k, j)) for j in range(len(outs))]
+            fn = lowered.make(bufs)
+            keep = [j for j, o in enumerate(outs) if o is not None]
+            program.append((fn, ins, [outs[j] for j in keep], keep))
+            out_vals = [graph.values[o] for o in node.outputs if o]
+            in_vals = [graph.values[i] for i in node.inputs if i and not graph.values[i].is_const]
+            precision = _precision(out_vals[0].dtype) if out_vals else 'fp32'
+            info.append((node.origin[0] if node.origin else node.name, node.op, precision,
+                         tuple(v.physical_shape() for v in in_vals),
+                         tuple(v.physical_shape() for v in out_vals), tuple(node.origin)))
+        self.program = program
+        self.info = info
+
+    def _plan_memory(self, steps, n_values):
+        """Storage per value, lifetimes, and a best-fit reuse of blocks; returns (total bytes,
+        {(step, output index): array})."""
+        storage = [None] * n_values         # value slot -> storage id
+        sizes, specs, defined = [], [], []
+        for k, (node, lowered, ins, outs) in enumerate(steps):
+            for j, (spec, o) in enumerate(zip(lowered.specs, outs)):
+                if o is None:
+                    if spec[0] == 'buffer':
+                        sizes.append(int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize)
+                        specs.append((k, j, spec))
+                        defined.append(k)
+                    continue
+                if spec[0] == 'buffer':
+                    storage[o] = len(sizes)
+                    sizes.append(int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize)
+                    specs.append((k, j, spec))
+                    defined.append(k)
+                elif spec[0] == 'view':
+                    storage[o] = storage[ins[spec[1]]]
+        last = list(defined)
+        for k, (node, lowered, ins, outs) in enumerate(steps):
+            for i in ins:
+                if storage[i] is not None:
+                    last[storage[i]] = max(last[storage[i]], k)
+        for s in self_outputs_storage(self.output_slots, storage):
+            last[s] = len(steps)
+        # best-fit reuse, in step order: allocate the step's outputs, then free what it read last
+        block_of = [None] * len(sizes)
+        block_size = []
+        free = []
+        by_step = {}
+        for s, k in enumerate(defined):
+            by_step.setdefault(k, []).append(s)
+        ends = {}
+        for s, k in enumerate(last):
+            ends.setdefault(k, []).append(s)
+        for k in range(len(steps)):
+            for s in by_step.get(k, []):
+                need = sizes[s]
+                fit = [b for b in free if block_size[b] >= need]
+                if fit:
+                    b = min(fit, key=lambda b: block_size[b])
+                    free.remove(b)
+                elif free:
+                    b = max(free, key=lambda b: block_size[b])   # grow the largest free block
+                    free.remove(b)
+                    block_size[b] = need
+                else:
+                    b = len(block_size)
+                    block_size.append(need)
+                block_of[s] = b
+            for s in ends.get(k, []):
+                free.append(block_of[s])
+        blocks = []
+        for size in block_size:
+            raw = np.empty(size + ALIGN, np.uint8)
+            off = (-raw.ctypes.data) % ALIGN
+            blocks.append(raw[off:off + size])
+        buffers = {}
+        for s, (k, j, spec) in enumerate(specs):
+            _, shape, dtype = spec
+            nbytes = sizes[s]
+            buffers[(k, j)] = blocks[block_of[s]][:nbytes].view(dtype).reshape(shape)
+        return int(sum(block_size)), buffers
+
+    def run(self, arrays, profile=None, capture=None):
+        """Run on the input arrays (graph input order); returns the outputs (fresh arrays).  With
+        ``profile`` a list, one time per step is appended to it; with ``capture`` a dict, a copy of
+        every intermediate value (logical NCHW order) is stored in it by name (for debugging: buffers
+        are reused, so values are copied as they are produced)."""
+        env = self._env
+        if capture is not None:
+            return self._run_capture(arrays, capture)
+        for s, a in zip(self.input_slots, arrays):
+            env[s] = a
+        if profile is None:
+            for fn, ins, outs, keep in self.program:
+                res = fn(*[env[i] for i in ins])
+                for o, j in zip(outs, keep):
+                    env[o] = res[j]
+        else:
+            clock = time.perf_counter
+            for fn, ins, outs, keep in self.program:
+                t0 = clock()
+                res = fn(*[env[i] for i in ins])
+                profile.append(clock() - t0)
+                for o, j in zip(outs, keep):
+                    env[o] = res[j]
+        return self._finish()
+
+    def _run_capture(self, arrays, capture):
+        env = self._env
+        names = {k: name for name, k in self._slot.items()}
+        for s, a in zip(self.input_slots, arrays):
+            env[s] = a
+        for fn, ins, outs, keep in self.program:
+            res = fn(*[env[i] for i in ins])
+            for o, j in zip(outs, keep):
+                env[o] = res[j]
+                capture[names[o]] = _logical(self.graph.values[names[o]], res[j])
+        return self._finish()
+
+    def _finish(self):
+        env = self._env
+        result = [np.array(env[s], copy=True) for s in self.output_slots]
+        for s in self._transient:           # drop references to inputs and per-run arrays
+            env[s] = None
+        return result
+
+
+def _logical(v, a):
+    if v.layout == 'NHWC':
+        a = a.transpose(0, 3, 1, 2)
+    return np.array(a, order='C', copy=True)
+
+
+def self_outputs_storage(output_slots, storage):
+    return [storage[s] for s in output_slots if storage[s] is not None]
