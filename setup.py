@@ -20,7 +20,7 @@ import platform
 import sys
 from glob import glob
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
 PACKAGE = 'qvision_ros'
@@ -156,7 +156,7 @@ class build_ext(_build_ext):
 setup(
     name=PACKAGE,
     version='0.1.0',
-    packages=[PACKAGE, KERNELS, KERNELS + '.reference'],
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*', KERNELS, KERNELS + '.*']),
     package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h']},
     ext_modules=_extensions(),
     cmdclass={'build_ext': build_ext},
@@ -167,12 +167,12 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     python_requires='>=3.10',
-    install_requires=['numpy>=1.21', 'opencv-python-headless>=4.5'],
+    install_requires=['numpy>=1.21', 'opencv-python-headless>=4.5', 'onnx>=1.12'],
     # onnx and onnxruntime: the independent oracle of the tests (DESIGN.md section 8) and the comparison
     # columns of qvision-bench-kernels; neither is needed at run time.
     extras_require={
-        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis'],
-        'bench': ['onnx', 'onnxruntime'],
+        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis', 'torch==2.13.0'],
+        'bench': ['onnxruntime'],
     },
     zip_safe=False,
     maintainer='qvision_ros developers',
