@@ -11,7 +11,18 @@ Families (each compiled per instruction set, chosen at run time by :mod:`qvision
 * ``pool``: max / average / global average pooling (uint8 with requantisation, and float32);
 * ``eltwise``: add, mul, concat (with requantisation), nearest upsampling, 256-entry lookup tables.
 """
-from . import _registry
+import os as _os
+
+# Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.  With libgomp's default
+# (spin, then sleep), a calling thread that finishes first spins on its core at the end of each parallel
+# region while the other thread waits for a core: when another process holds the second core, a 2-thread
+# call then takes a scheduler time slice (measured here: 8 ms medians for 0.1-0.3 ms layers).  Sleeping
+# frees the core at once and the stall disappears; the price is a thread wake-up per call.  libgomp reads
+# this when it is first loaded, i.e. when the first compiled module below is imported.
+if 'OMP_WAIT_POLICY' not in _os.environ and 'GOMP_SPINCOUNT' not in _os.environ:
+    _os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
+
+from . import _registry  # noqa: E402  (after the OpenMP setting)
 from .conv import QConv2d, QLinear, pack_weights
 from .eltwise import (add_f32, add_int8, concat_f32, concat_int8, lut_apply, make_lut, mul_f32, mul_int8,
                       upsample_nearest)
