@@ -413,5 +413,6 @@ def lut_apply(x, table, out=None, num_threads=1, isa=None):
         raise KernelError('table must have shape (256,), got %s' % (table.shape,))
     out = _out(out, x.shape, np.uint8)
     if x.size:
-        _kernels(isa).lut_apply(x.reshape(-1), table, out.reshape(-1), resolve_num_threads(num_threads))
+        mod = _kernels(isa)
+        mod.lut_apply(x.reshape(-1), table, out.reshape(-1), resolve_num_threads(num_threads), mod.HAS_VBMI)
     return out

@@ -309,6 +309,27 @@ def test_lut_apply(isa):
                   R.lut_apply(x, table), 'lut shape=%s isa=%s' % (shape, isa))
 
 
+@pytest.mark.parametrize('vbmi', [False, True])
+def test_lut_paths_every_length(isa, vbmi):
+    # Both table-lookup paths of qv_lut.h (scalar, and AVX-512 VBMI byte permutes where the CPU has them),
+    # at every length around the 64-byte vector (masked tail) and at a job boundary (CHUNK = 16384).
+    mod = _registry.module('eltwise', isa)
+    if vbmi and not mod.HAS_VBMI:
+        pytest.skip('this CPU has no AVX-512 VBMI')
+    r = np.random.default_rng(71)
+    table = _u8(r, 256)
+    for n in list(range(0, 200)) + [16383, 16384, 16385, 40000]:
+        x = _u8(r, n)
+        out = np.full(n + 64, 7, np.uint8)
+        mod.lut_apply(x, table, out[:n], 2, vbmi)
+        assert_bitexact(out[:n], table[x], 'lut n=%d vbmi=%s isa=%s' % (n, vbmi, isa))
+        assert (out[n:] == 7).all(), 'wrote past the end (n=%d)' % n
+    x = np.arange(256, dtype=np.uint8)          # every index, both halves of the table
+    out = np.empty(256, np.uint8)
+    mod.lut_apply(x, table, out, 1, vbmi)
+    assert_bitexact(out, table, 'lut identity indices vbmi=%s' % vbmi)
+
+
 # ------------------------------------------------------------------------------------------- Errors
 
 def test_errors():
