@@ -124,7 +124,76 @@ def _per_channel(v, oc, dtype, name):
     return a
 
 
-class QConv2d:
+class ConvGeometry:
+    """Geometry and argument checks shared by the prepared convolutions (:class:`QConv2d`, and
+    :class:`qvision_kernels.fconv.FConv2d`): weights [OC, KH, KW, C/groups], NHWC activations."""
+
+    #: dtype of the weights and of the activations (set by each subclass)
+    weight_dtype = None
+    activation_dtype = None
+
+    def _init_geometry(self, weight, stride, padding, dilation, groups):
+        weight = np.asarray(weight)
+        wname = np.dtype(self.weight_dtype).name
+        if weight.dtype != self.weight_dtype or weight.ndim != 4:
+            raise KernelError('weight must be %s [OC, KH, KW, C/groups], got %s %s'
+                              % (wname, weight.dtype, weight.shape))
+        oc, kh, kw, cg = weight.shape
+        if _int_tuple(groups, 1) is None or np.ndim(groups) != 0:
+            raise KernelError('groups must be a positive int, got %r' % (groups,))
+        groups = int(groups)
+        if groups < 1 or oc % groups:
+            raise KernelError('groups=%d must divide the %d output channels' % (groups, oc))
+        if min(oc, kh, kw, cg) < 1:
+            raise KernelError('weight has an empty dimension: %s' % (weight.shape,))
+        self.weight_shape = weight.shape
+        self.groups = groups
+        self.in_channels = cg * groups
+        self.out_channels = oc
+        self.stride = _pair(stride, 'stride')
+        self.dilation = _pair(dilation, 'dilation')
+        self.pads = _pads(padding)
+        return weight
+
+    def output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        kh, kw = self.weight_shape[1:3]
+        ho = conv_output_size(h, kh, self.stride[0], self.pads[0], self.pads[2], self.dilation[0])
+        wo = conv_output_size(w, kw, self.stride[1], self.pads[1], self.pads[3], self.dilation[1])
+        return (n, ho, wo, self.out_channels)
+
+    def _check_call(self, x, out):
+        """Validated, C-contiguous ``x`` and the output array (``out`` checked, or a new one)."""
+        dt = np.dtype(self.activation_dtype)
+        if not isinstance(x, np.ndarray) or x.dtype != dt or x.ndim != 4:
+            raise KernelError('input must be a %s NHWC array, got %s %s'
+                              % (dt.name, getattr(x, 'dtype', type(x).__name__), getattr(x, 'shape', '')))
+        if x.shape[3] != self.in_channels:
+            raise KernelError('input has %d channels, the layer expects %d' % (x.shape[3], self.in_channels))
+        shape = self.output_shape(x.shape)
+        if shape[1] < 1 or shape[2] < 1:
+            raise KernelError('input %s is smaller than the kernel %s with padding %s and dilation %s'
+                              % (x.shape[1:3], self.weight_shape[1:3], self.pads, self.dilation))
+        if out is None:
+            out = np.empty(shape, dt)
+        else:
+            check_out(out, shape, dt, x)
+        return np.ascontiguousarray(x), out
+
+
+def check_out(out, shape, dtype, *inputs):
+    """``out`` must be a writeable C-contiguous array of ``dtype`` and ``shape`` not overlapping the inputs."""
+    dt = np.dtype(dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != dt or out.shape != tuple(shape) \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise KernelError('out must be a writeable C-contiguous %s array of shape %s, got %s %s'
+                          % (dt.name, tuple(shape), getattr(out, 'dtype', type(out).__name__),
+                             getattr(out, 'shape', '')))
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise KernelError('out must not overlap the input')
+
+
+class QConv2d(ConvGeometry):
     """A prepared int8 2-D convolution (NHWC uint8 in and out).
 
     Parameters
@@ -139,30 +208,16 @@ class QConv2d:
     isa : instruction-set variant name, default the best one for this CPU (qvision_kernels.isa())
     """
 
+    weight_dtype = np.int8
+    activation_dtype = np.uint8
+
     def __init__(self, weight, bias, x_zero_point, multiplier, y_zero_point, stride=1, padding=0,
                  dilation=1, groups=1, act_min=0, act_max=255, isa=None):
-        weight = np.asarray(weight)
-        if weight.dtype != np.int8 or weight.ndim != 4:
-            raise KernelError('weight must be int8 [OC, KH, KW, C/groups], got %s %s'
-                              % (weight.dtype, weight.shape))
+        weight = self._init_geometry(weight, stride, padding, dilation, groups)
         oc, kh, kw, cg = weight.shape
-        if _int_tuple(groups, 1) is None or np.ndim(groups) != 0:
-            raise KernelError('groups must be a positive int, got %r' % (groups,))
-        groups = int(groups)
-        if groups < 1 or oc % groups:
-            raise KernelError('groups=%d must divide the %d output channels' % (groups, oc))
-        if min(oc, kh, kw, cg) < 1:
-            raise KernelError('weight has an empty dimension: %s' % (weight.shape,))
         if kh * kw * cg > MAX_REDUCTION:
             raise KernelError('reduction of %d values per output overflows int32 (max %d)'
                               % (kh * kw * cg, MAX_REDUCTION))
-        self.weight_shape = weight.shape
-        self.groups = groups
-        self.in_channels = cg * groups
-        self.out_channels = oc
-        self.stride = _pair(stride, 'stride')
-        self.dilation = _pair(dilation, 'dilation')
-        self.pads = _pads(padding)
         self.x_zero_point = _check_u8(x_zero_point, 'x_zero_point')
         self.y_zero_point = _check_u8(y_zero_point, 'y_zero_point')
         self.act_min = _check_u8(act_min, 'act_min')
@@ -207,29 +262,9 @@ class QConv2d:
             self._mult[:, :ocg] = mult.reshape(groups, ocg)
             self._mult = self._mult.reshape(-1)
 
-    def output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        kh, kw = self.weight_shape[1:3]
-        ho = conv_output_size(h, kh, self.stride[0], self.pads[0], self.pads[2], self.dilation[0])
-        wo = conv_output_size(w, kw, self.stride[1], self.pads[1], self.pads[3], self.dilation[1])
-        return (n, ho, wo, self.out_channels)
-
     def __call__(self, x, out=None, num_threads=1):
         """Run on uint8 NHWC ``x``; writes into ``out`` (uint8, C-contiguous) when given."""
-        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-            raise KernelError('input must be a uint8 NHWC array, got %s'
-                              % (getattr(x, 'dtype', type(x).__name__),))
-        if x.shape[3] != self.in_channels:
-            raise KernelError('input has %d channels, the layer expects %d' % (x.shape[3], self.in_channels))
-        shape = self.output_shape(x.shape)
-        if shape[1] < 1 or shape[2] < 1:
-            raise KernelError('input %s is smaller than the kernel %s with padding %s'
-                              % (x.shape[1:3], self.weight_shape[1:3], self.pads))
-        if out is None:
-            out = np.empty(shape, np.uint8)
-        elif out.dtype != np.uint8 or out.shape != shape or not out.flags.c_contiguous:
-            raise KernelError('out must be C-contiguous uint8 %s, got %s %s' % (shape, out.dtype, out.shape))
-        x = np.ascontiguousarray(x)
+        x, out = self._check_call(x, out)
         nt = resolve_num_threads(num_threads)
         kh, kw = self.weight_shape[1:3]
         if self.depthwise:
@@ -272,8 +307,8 @@ class QLinear:
                               % (x.shape[1], self.in_features))
         if out is None:
             out = np.empty((m, self.out_features), np.uint8)
-        elif out.dtype != np.uint8 or out.shape != (m, self.out_features) or not out.flags.c_contiguous:
-            raise KernelError('out must be C-contiguous uint8 %s' % ((m, self.out_features),))
+        else:
+            check_out(out, (m, self.out_features), np.uint8, x)
         self._conv(np.ascontiguousarray(x).reshape(1, 1, m, self.in_features),
                    out=out.reshape(1, 1, m, self.out_features), num_threads=num_threads)
         return out

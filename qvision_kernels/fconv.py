@@ -14,9 +14,8 @@ import math
 import numpy as np
 
 from . import _registry
-from .conv import _pads, _pair
+from .conv import ConvGeometry, check_out
 from .errors import KernelError
-from .reference.conv import conv_output_size
 from .threads import resolve_num_threads
 
 # How a layer's kernel reads its input (see _fconv.pyx.tp): a 1x1 kernel or many channels per group read
@@ -65,16 +64,7 @@ def _act_bounds(act_min, act_max):
     return lo, hi
 
 
-def _check_out(out, shape, x):
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape \
-            or not out.flags.c_contiguous or not out.flags.writeable:
-        raise KernelError('out must be a writeable C-contiguous float32 array of shape %s, got %s %s'
-                          % (shape, getattr(out, 'dtype', type(out).__name__), getattr(out, 'shape', '')))
-    if np.may_share_memory(out, x):
-        raise KernelError('out must not overlap the input')
-
-
-class FConv2d:
+class FConv2d(ConvGeometry):
     """A prepared float32 2-D convolution (NHWC float32 in and out).
 
     Parameters
@@ -91,30 +81,18 @@ class FConv2d:
     run every one; MODE_ROW needs groups == 1 and dilation_w == 1): the packed weights serve all of them.
     """
 
+    weight_dtype = np.float32
+    activation_dtype = np.float32
+
     def __init__(self, weight, bias, stride=1, padding=0, dilation=1, groups=1, act_min=None, act_max=None,
                  isa=None):
-        weight = np.asarray(weight)
-        if weight.dtype != np.float32 or weight.ndim != 4:
-            raise KernelError('weight must be float32 [OC, KH, KW, C/groups], got %s %s'
-                              % (weight.dtype, weight.shape))
+        weight = self._init_geometry(weight, stride, padding, dilation, groups)
         oc, kh, kw, cg = weight.shape
-        if min(oc, kh, kw, cg) < 1:
-            raise KernelError('weight has an empty dimension: %s' % (weight.shape,))
-        groups = int(groups)
-        if groups < 1 or oc % groups:
-            raise KernelError('groups=%d must divide the %d output channels' % (groups, oc))
         if bias is not None:
             bias = np.asarray(bias)
             if bias.dtype != np.float32 or bias.shape != (oc,):
                 raise KernelError('bias must be float32 [%d] or None, got %s %s'
                                   % (oc, bias.dtype, bias.shape))
-        self.weight_shape = weight.shape
-        self.groups = groups
-        self.in_channels = cg * groups
-        self.out_channels = oc
-        self.stride = _pair(stride, 'stride')
-        self.dilation = _pair(dilation, 'dilation')
-        self.pads = _pads(padding)
         self.act_min, self.act_max = _act_bounds(act_min, act_max)
         self._mod = _registry.module('fconv', isa)
         self.isa = self._mod.ISA
@@ -136,29 +114,9 @@ class FConv2d:
             bp[:, :ocg] = b.reshape(groups, ocg)
             self._bias = bp.reshape(-1)
 
-    def output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        kh, kw = self.weight_shape[1:3]
-        ho = conv_output_size(h, kh, self.stride[0], self.pads[0], self.pads[2], self.dilation[0])
-        wo = conv_output_size(w, kw, self.stride[1], self.pads[1], self.pads[3], self.dilation[1])
-        return (n, ho, wo, self.out_channels)
-
     def __call__(self, x, out=None, num_threads=1):
         """Run on float32 NHWC ``x``; writes into ``out`` (float32, C-contiguous) when given."""
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
-            raise KernelError('input must be a float32 NHWC array, got %s %s'
-                              % (getattr(x, 'dtype', type(x).__name__), getattr(x, 'shape', '')))
-        if x.shape[3] != self.in_channels:
-            raise KernelError('input has %d channels, the layer expects %d' % (x.shape[3], self.in_channels))
-        shape = self.output_shape(x.shape)
-        if shape[1] < 1 or shape[2] < 1:
-            raise KernelError('input %s is smaller than the kernel %s with padding %s and dilation %s'
-                              % (x.shape[1:3], self.weight_shape[1:3], self.pads, self.dilation))
-        if out is None:
-            out = np.empty(shape, np.float32)
-        else:
-            _check_out(out, shape, x)
-        x = np.ascontiguousarray(x)
+        x, out = self._check_call(x, out)
         nt = resolve_num_threads(num_threads)
         kh, kw = self.weight_shape[1:3]
         if self.depthwise:
@@ -200,7 +158,7 @@ class FLinear:
         if out is None:
             out = np.empty(shape, np.float32)
         else:
-            _check_out(out, shape, x)
+            check_out(out, shape, np.float32, x)
         if m == 0:
             return out
         self._conv(np.ascontiguousarray(x).reshape(1, 1, m, self.in_features),

@@ -49,3 +49,19 @@ def assert_allclose_rel(actual, expected, rtol, context=''):
     scale = max(np.abs(e).max(initial=0.0), 1e-30)
     if a.shape != e.shape or not np.all(np.isfinite(a)) or (a.size and np.abs(a - e).max() > rtol * scale):
         raise AssertionError('relative error above %g (scale %g)\n' % (rtol, scale) + _describe(a, e, context))
+
+
+def run_both(fn, expected, context, exact=True):
+    """Run ``fn(out, num_threads)`` with out=None and 1 thread, then with a given ``out`` and 2 threads;
+    both results must equal ``expected`` (bit for bit, or within 1e-6 relative for float kernels), and
+    the second call must return the ``out`` it was given."""
+    y1 = fn(None, 1)
+    out = np.full(expected.shape, 7, expected.dtype)
+    y2 = fn(out, 2)
+    assert y2 is out, 'the kernel did not return the given out'
+    for y, what in ((y1, '1 thread'), (y2, 'out=, 2 threads')):
+        if exact:
+            assert_bitexact(y, expected, '%s, %s' % (context, what))
+        else:
+            assert_allclose_rel(y, expected, 1e-6, '%s, %s' % (context, what))
+            assert y.dtype == expected.dtype

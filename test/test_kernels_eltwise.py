@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from kernel_check import assert_allclose_rel, assert_bitexact
+from kernel_check import assert_allclose_rel, assert_bitexact, run_both
 from qvision_kernels import KernelError, _registry
 from qvision_kernels import eltwise as E
 from qvision_kernels.reference import eltwise as R
@@ -31,20 +31,6 @@ def isa(request):
 
 def _u8(rng, shape):
     return rng.integers(0, 256, size=shape, dtype=np.uint8)
-
-
-def _run_both(fn, expected, context, exact=True):
-    """Run ``fn(out, num_threads)`` with out=None / 1 thread and with a given out / 2 threads."""
-    y1 = fn(None, 1)
-    out = np.full(expected.shape, 7, expected.dtype)
-    y2 = fn(out, 2)
-    assert y2 is out, 'the kernel did not return the given out'
-    for y, what in ((y1, '1 thread'), (y2, 'out=, 2 threads')):
-        if exact:
-            assert_bitexact(y, expected, '%s, %s' % (context, what))
-        else:
-            assert_allclose_rel(y, expected, 1e-6, '%s, %s' % (context, what))
-            assert y.dtype == expected.dtype
 
 
 def _b_shapes(n, h, w, c):
@@ -88,7 +74,7 @@ def test_binary_int8_bitexact(isa, op, kind):
             expected = ref(a, b, sa, zpa, sb, zpb, sy, zpy, lo, hi)
             ctx = '%s %s seed=%d a=%s b=%s scales=(%g,%g,%g) zps=(%d,%d,%d) bounds=[%d,%d] isa=%s' % (
                 op, kind, seed, a.shape, bshape, sa, sb, sy, zpa, zpb, zpy, lo, hi, isa)
-            _run_both(lambda out, nt: kern(a, b, sa, zpa, sb, zpb, sy, zpy, act_min=lo, act_max=hi,
+            run_both(lambda out, nt: kern(a, b, sa, zpa, sb, zpb, sy, zpy, act_min=lo, act_max=hi,
                                            out=out, num_threads=nt, isa=isa), expected, ctx)
 
 
@@ -142,7 +128,7 @@ def test_binary_f32(isa, op):
         a = r.standard_normal((n, h, w, c)).astype(np.float32)
         for bshape in _b_shapes(n, h, w, c):
             b = r.standard_normal(bshape).astype(np.float32)
-            _run_both(lambda out, nt: kern(a, b, out=out, num_threads=nt, isa=isa), ref(a, b),
+            run_both(lambda out, nt: kern(a, b, out=out, num_threads=nt, isa=isa), ref(a, b),
                       '%s_f32 seed=%d a=%s b=%s isa=%s' % (op, seed, a.shape, bshape, isa), exact=False)
 
 
@@ -153,7 +139,7 @@ def test_binary_large_rows_and_threads(isa):
     for bshape in [(1, 40, 50, 70), (1, 1, 1, 1), (1, 40, 50, 1)]:
         b = _u8(r, bshape)
         expected = R.add_int8(a, b, 0.03, 100, 0.05, 90, 0.06, 120)
-        _run_both(lambda out, nt: E.add_int8(a, b, 0.03, 100, 0.05, 90, 0.06, 120, out=out, num_threads=nt,
+        run_both(lambda out, nt: E.add_int8(a, b, 0.03, 100, 0.05, 90, 0.06, 120, out=out, num_threads=nt,
                                              isa=isa), expected, 'large b=%s isa=%s' % (bshape, isa))
 
 
@@ -201,7 +187,7 @@ def test_concat_int8(isa, axis):
         expected = R.concat_int8(inputs, scales, zps, sy, zpy, axis=axis)
         assert_bitexact(expected[tuple(slice(0, s) for s in inputs[0].shape)], inputs[0], 'copy part')
         ctx = 'concat seed=%d axis=%d shapes=%s isa=%s' % (seed, axis, [x.shape for x in inputs], isa)
-        _run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, sy, zpy, axis=axis, out=out,
+        run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, sy, zpy, axis=axis, out=out,
                                                 num_threads=nt, isa=isa), expected, ctx)
 
 
@@ -211,7 +197,7 @@ def test_concat_int8_saturating_and_long_rows(isa):
     scales, zps = [0.5, 0.001], [0, 255]
     expected = R.concat_int8(inputs, scales, zps, 0.01, 128)
     assert (expected == 255).mean() > 0.3
-    _run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, 0.01, 128, out=out, num_threads=nt, isa=isa),
+    run_both(lambda out, nt: E.concat_int8(inputs, scales, zps, 0.01, 128, out=out, num_threads=nt, isa=isa),
               expected, 'concat saturating isa=%s' % isa)
 
 
@@ -225,7 +211,7 @@ def test_concat_f32(isa, axis):
             shape[axis] = int(r.integers(1, 5))
             inputs.append(r.standard_normal(shape).astype(np.float32))
         expected = R.concat_f32(inputs, axis=axis)
-        _run_both(lambda out, nt: E.concat_f32(inputs, axis=axis, out=out, num_threads=nt, isa=isa), expected,
+        run_both(lambda out, nt: E.concat_f32(inputs, axis=axis, out=out, num_threads=nt, isa=isa), expected,
                   'concat_f32 axis=%d c=%d isa=%s' % (axis, c, isa), exact=False)
 
 
@@ -240,7 +226,7 @@ def test_upsample_nearest(isa, dtype):
             x = (_u8(r, (n, h, w, c)) if dtype == np.uint8
                  else r.standard_normal((n, h, w, c)).astype(np.float32))
             expected = R.upsample_nearest(x, sh, sw)
-            _run_both(lambda out, nt: E.upsample_nearest(x, sh, sw, out=out, num_threads=nt, isa=isa),
+            run_both(lambda out, nt: E.upsample_nearest(x, sh, sw, out=out, num_threads=nt, isa=isa),
                       expected, 'upsample %s x=%s factors=(%d,%d) isa=%s' % (np.dtype(dtype).name, x.shape,
                                                                              sh, sw, isa))
 
@@ -305,7 +291,7 @@ def test_lut_apply(isa):
     table = _u8(r, 256)
     for shape in [(7,), (3, 5), (2, 3, 4, 65), (1, 40, 50, 17), (2, 1, 3, 1, 5), (0, 3)]:
         x = _u8(r, shape)
-        _run_both(lambda out, nt: E.lut_apply(x, table, out=out, num_threads=nt, isa=isa),
+        run_both(lambda out, nt: E.lut_apply(x, table, out=out, num_threads=nt, isa=isa),
                   R.lut_apply(x, table), 'lut shape=%s isa=%s' % (shape, isa))
 
 

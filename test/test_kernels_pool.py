@@ -9,7 +9,7 @@ every window touches the image; each failing comparison prints its case, seed in
 import numpy as np
 import pytest
 
-from kernel_check import assert_allclose_rel, assert_bitexact
+from kernel_check import assert_allclose_rel, assert_bitexact, run_both
 from qvision_kernels import KernelError, _registry
 from qvision_kernels import pool as P
 from qvision_kernels.reference import pool as R
@@ -25,20 +25,6 @@ def isa(request):
         pytest.fail('no variant of the pool kernels is built and usable here; build the package '
                     '(python setup.py build_ext --inplace) first')
     return request.param
-
-
-def _run_both(fn, expected, context, exact=True):
-    """Run ``fn(out, num_threads)`` with out=None / 1 thread and with a given out / 2 threads."""
-    y1 = fn(None, 1)
-    out = np.full(expected.shape, 7, expected.dtype)
-    y2 = fn(out, 2)
-    assert y2 is out, 'the kernel did not return the given out'
-    for y, what in ((y1, '1 thread'), (y2, 'out=, 2 threads')):
-        if exact:
-            assert_bitexact(y, expected, '%s, %s' % (context, what))
-        else:
-            assert_allclose_rel(y, expected, 1e-6, '%s, %s' % (context, what))
-            assert y.dtype == expected.dtype
 
 
 def _geometry(r, dilation):
@@ -82,7 +68,7 @@ def test_max_pool2d(isa, dtype):
                 x = (r.standard_normal((n, g['h'], g['w'], c)) - 3.0).astype(np.float32)   # mostly < 0
             expected = R.max_pool2d(x, g['kernel'], g['stride'], g['pads'], g['dilation'], g['ceil'])
             ctx = 'max_pool %s seed=%d x=%s %s isa=%s' % (np.dtype(dtype).name, seed, x.shape, g, isa)
-            _run_both(lambda out, nt: P.max_pool2d(x, g['kernel'], g['stride'], g['padding'], g['dilation'],
+            run_both(lambda out, nt: P.max_pool2d(x, g['kernel'], g['stride'], g['padding'], g['dilation'],
                                                    g['ceil'], out=out, num_threads=nt, isa=isa),
                       expected, ctx)
 
@@ -138,7 +124,7 @@ def test_avg_pool2d_int8(isa, include_pad):
                                          include_pad)
             ctx = 'avg_pool u8 seed=%d x=%s %s include_pad=%s q=(%g,%d,%g,%d) isa=%s' % (
                 seed, x.shape, g, include_pad, sx, zpx, sy, zpy, isa)
-            _run_both(lambda out, nt: P.avg_pool2d(x, g['kernel'], g['stride'], g['padding'], g['ceil'],
+            run_both(lambda out, nt: P.avg_pool2d(x, g['kernel'], g['stride'], g['padding'], g['ceil'],
                                                    include_pad, sx, zpx, sy, zpy, out=out, num_threads=nt,
                                                    isa=isa), expected, ctx)
 
@@ -154,7 +140,7 @@ def test_avg_pool2d_f32(isa, include_pad):
             x = r.standard_normal((int(r.integers(1, 3)), g['h'], g['w'], c)).astype(np.float32)
             expected = R.avg_pool2d_f32(x, g['kernel'], g['stride'], g['pads'], g['ceil'], include_pad)
             ctx = 'avg_pool f32 seed=%d x=%s %s include_pad=%s isa=%s' % (seed, x.shape, g, include_pad, isa)
-            _run_both(lambda out, nt: P.avg_pool2d(x, g['kernel'], g['stride'], g['padding'], g['ceil'],
+            run_both(lambda out, nt: P.avg_pool2d(x, g['kernel'], g['stride'], g['padding'], g['ceil'],
                                                    include_pad, out=out, num_threads=nt, isa=isa),
                       expected, ctx, exact=False)
 
@@ -199,12 +185,12 @@ def test_global_avg_pool2d(isa):
         sx, zpx, zpy = float(r.uniform(0.01, 0.1)), int(r.integers(0, 256)), int(r.integers(0, 256))
         for sy in (sx * float(r.uniform(0.5, 2.0)), sx / 50):
             expected = R.global_avg_pool2d_int8(x, sx, zpx, sy, zpy)
-            _run_both(lambda out, nt: P.global_avg_pool2d(x, sx, zpx, sy, zpy, out=out, num_threads=nt,
+            run_both(lambda out, nt: P.global_avg_pool2d(x, sx, zpx, sy, zpy, out=out, num_threads=nt,
                                                           isa=isa),
                       expected, 'gap u8 seed=%d x=%s q=(%g,%d,%g,%d) isa=%s' % (seed, x.shape, sx, zpx, sy, zpy,
                                                                               isa))
         xf = r.standard_normal((n, h, w, c)).astype(np.float32) + 1.0
-        _run_both(lambda out, nt: P.global_avg_pool2d(xf, out=out, num_threads=nt, isa=isa),
+        run_both(lambda out, nt: P.global_avg_pool2d(xf, out=out, num_threads=nt, isa=isa),
                   R.global_avg_pool2d_f32(xf), 'gap f32 seed=%d x=%s isa=%s' % (seed, xf.shape, isa), exact=False)
 
 
@@ -213,7 +199,7 @@ def test_global_avg_pool2d_sum_beyond_float32(isa):
     r = np.random.default_rng(31)
     x = r.integers(200, 256, (1, 300, 300, 3), dtype=np.uint8)
     expected = R.global_avg_pool2d_int8(x, 0.02, 0, 0.0201, 3)
-    _run_both(lambda out, nt: P.global_avg_pool2d(x, 0.02, 0, 0.0201, 3, out=out, num_threads=nt, isa=isa),
+    run_both(lambda out, nt: P.global_avg_pool2d(x, 0.02, 0, 0.0201, 3, out=out, num_threads=nt, isa=isa),
               expected, 'gap large sums isa=%s' % isa)
 
 
