@@ -9,7 +9,7 @@ every window touches the image; each failing comparison prints its case, seed in
 import numpy as np
 import pytest
 
-from kernel_check import assert_allclose_rel, assert_bitexact, run_both
+from kernel_check import assert_bitexact, run_both
 from qvision_kernels import KernelError, _registry
 from qvision_kernels import pool as P
 from qvision_kernels.reference import pool as R
