@@ -63,13 +63,16 @@ QDQ_CASES = [('fuse_qdq_conv', 'resnet'), ('fuse_qdq_conv', 'vgg'), ('fuse_qdq_c
              ('fuse_qdq_data_movement', 'vgg'), ('fuse_qdq_lut', 'yolov8'), ('fuse_qdq_lut', 'yolov5'),
              ('compose_luts', 'yolov8'), ('compose_luts', 'yolov5')]
 EXACT = {'fuse_qdq_data_movement', 'fuse_qdq_lut', 'compose_luts'}
+# sink_dequantize followed by the Q(DQ(x)) elimination of fuse_qdq_lut reaches the same graph as
+# fuse_qdq_data_movement (it exists for QAT exports without a Q after a Split): switch both off
+ALSO_DISABLE = {'fuse_qdq_data_movement': ['sink_dequantize']}
 
 
 @pytest.mark.parametrize('pass_name,model', QDQ_CASES)
 def test_qdq_pass_keeps_outputs(pass_name, model):
     qb = qdq_bytes(model)
     full = Engine(qb, num_threads=1)
-    without = Engine(qb, num_threads=1, disable_passes=[pass_name])
+    without = Engine(qb, num_threads=1, disable_passes=[pass_name] + ALSO_DISABLE.get(pass_name, []))
     assert _ops(full) != _ops(without), 'the pass did nothing on this model'
     scales = output_scales(qb)
     for seed in (0, 1):
@@ -89,7 +92,7 @@ def test_all_qdq_fusions_off_is_the_float_route():
     fully fused int8 graph."""
     qb = qdq_bytes('resnet')
     off = ['fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average', 'fuse_qdq_data_movement',
-           'fuse_qdq_lut']
+           'sink_dequantize', 'fuse_qdq_lut']
     full = Engine(qb, num_threads=1)
     plain = Engine(qb, num_threads=1, disable_passes=off)
     assert not any(op.startswith('Q') and op != 'QuantizeLinear' for op in _ops(plain))

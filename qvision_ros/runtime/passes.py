@@ -512,15 +512,26 @@ def _act_bounds_q(graph, act, yp):
     return activation_bounds('clip', s, zp, lo, hi)
 
 
+# Largest reduction (values summed per output) of a layer with -128 weights: |acc| <= K * 255 * 128 must
+# fit in int32 (the kernels' own bound, for weights in [-127, 127], is K * 255 * 127).
+MAX_REDUCTION_W128 = (2 ** 31 - 1) // (255 * 128)
+
+
 def _weight_int8(wv):
-    """(int8 weight, per-channel float32 scales [OC]) of a folded DequantizeLinear weight usable by the
-    int8 kernels (symmetric: zero point 0, values in [-127, 127], per tensor or per output channel)."""
+    """(int8 weight, per-channel float32 scales [OC], axis) of a folded DequantizeLinear weight usable by
+    the int8 kernels (symmetric: zero point 0, per tensor or per output channel).
+
+    Weights are normally in [-127, 127] (DESIGN.md section 3; ONNX Runtime's quantizer writes that range).
+    PyTorch's fake quantisation uses [-128, 127] by default, so QAT exports carry some -128 weights: they
+    are accepted too (every instruction-set variant multiplies them exactly - VPDPBUSD, the AVX2
+    emulation whose 16-bit products of one non-zero byte per pair stay within 255 * 128, SDOT, and the
+    int16 depthwise path), as long as the reduction cannot overflow int32 with them."""
     if wv is None or wv.qconst is None:
         return None
     q, p = wv.qconst
     if q.dtype != np.int8 or np.any(p.zero_point != 0) or q.size == 0:
         return None
-    if q.min() < -127:
+    if q.min() < -127 and (q[0].size if q.ndim != 2 else max(q.shape)) > MAX_REDUCTION_W128:
         return None
     oc = q.shape[0]
     if p.scale.size == 1:
@@ -549,6 +560,103 @@ def _bias_int32(graph, name, s_x, s_w):
     if b.size != target.size or np.abs(b).max(initial=0) >= 2 ** 31:
         return False
     return b.astype(np.int32)
+
+
+_AFFINE_OPS = ('Mul', 'Div', 'Add', 'Sub')
+
+
+def _channel_vector(graph, name, oc, rank):
+    """The constant ``name`` as float64 [oc] when it broadcasts to an output [N, oc, ...] of rank ``rank``
+    per channel (or is a scalar), else None."""
+    c = graph.const(name)
+    if c is None or c.dtype.kind != 'f' or c.ndim > rank:
+        return None
+    if c.size == 1:
+        return np.full(oc, float(c.reshape(-1)[0]))
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if shape[1] != oc or any(d != 1 for k, d in enumerate(shape) if k != 1):
+        return None
+    return c.astype(np.float64).reshape(-1)
+
+
+def fold_conv_affine(graph):
+    """A convolution with a quantised (DequantizeLinear) weight followed by per-channel affine float ops
+    - ``Mul`` / ``Div`` by, ``Add`` / ``Sub`` of constants that broadcast per output channel (a
+    BatchNormalization has become such a pair by then) - takes them into its weight scale and bias::
+
+        y = conv(x, DQ(W_q, s_w)) * a + c  =  conv(x, DQ(W_q', s_w * |a|)) + (b * a + c)
+
+    with ``W_q' = sign(a) * W_q`` per channel; the int8 weights are kept, only their scales change.  This
+    is the graph PyTorch exports for a QAT ``ConvBn`` module (``Conv -> Div -> Add -> BatchNormalization``
+    before the activation's fake quantiser).  Equal to the float graph up to float rounding (folded in
+    float64, rounded once to float32).  A channel with ``a == 0``, or with ``a < 0`` and a -128 weight, stops
+    the fold."""
+    consumers = graph.consumers()
+    for conv in list(graph.nodes):
+        if conv.op != 'Conv':
+            continue
+        wv = graph.values[conv.inputs[1]]
+        if wv.qconst is None or wv.qconst[0].dtype != np.int8 or wv.qconst[0].ndim != 4:
+            continue
+        q, p = wv.qconst
+        oc = q.shape[0]
+        if np.any(p.zero_point != 0) or not (p.scale.size == 1 or p.axis == 0):
+            continue
+        b = graph.const(conv.input(2))
+        if conv.input(2) and b is None:
+            continue
+        rank = len(graph.values[conv.outputs[0]].shape)
+        a_tot = np.ones(oc)
+        c_tot = np.zeros(oc) if b is None else b.astype(np.float64).reshape(-1)
+        chain = []
+        tail = conv.outputs[0]
+        while True:
+            users = consumers.get(tail, [])
+            if len(users) != 1 or tail in graph.outputs or users[0].op not in _AFFINE_OPS:
+                break
+            op = users[0]
+            if len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
+                break
+            k = 1 if op.inputs[0] == tail else 0
+            if k == 0 and op.op in ('Div', 'Sub'):
+                break                                   # c / y, c - y: not affine in y
+            v = _channel_vector(graph, op.inputs[k], oc, rank)
+            y = graph.values[op.outputs[0]]
+            if v is None or y.shape != graph.values[tail].shape or y.dtype != np.float32:
+                break
+            if op.op == 'Mul':
+                a_tot, c_tot = a_tot * v, c_tot * v
+            elif op.op == 'Div':
+                if np.any(v == 0):
+                    break
+                a_tot, c_tot = a_tot / v, c_tot / v
+            elif op.op == 'Add':
+                c_tot = c_tot + v
+            else:
+                c_tot = c_tot - v
+            chain.append(op)
+            tail = op.outputs[0]
+        if not chain or np.any(a_tot == 0) or not np.all(np.isfinite(a_tot)) \
+                or not np.all(np.isfinite(c_tot)):
+            continue
+        neg = a_tot < 0
+        if np.any(q[neg] == -128):
+            continue
+        s_w = np.broadcast_to(p.scale.astype(np.float64).reshape(-1), (oc,))
+        new_q = np.where(neg.reshape(-1, 1, 1, 1), -q.astype(np.int16), q).astype(np.int8)
+        new_s = (s_w * np.abs(a_tot)).astype(np.float32)
+        if not np.all(np.isfinite(new_s)) or np.any(new_s == 0):
+            continue
+        new_w = (new_q.astype(np.float32) * new_s.reshape(-1, 1, 1, 1)).astype(np.float32)
+        wname = graph.add_const(new_w, conv.name + '.w_affine')
+        graph.values[wname].qconst = (new_q, QParams(new_s, np.zeros(oc, np.int8), 0))
+        bname = graph.add_const(c_tot.astype(np.float32), conv.name + '.b_affine')
+        conv.inputs = [conv.inputs[0], wname, bname]
+        conv.outputs = [tail]
+        for op in chain:
+            conv.origin = conv.origin + op.origin
+            graph.nodes.remove(op)
+        consumers = graph.consumers()
 
 
 def fuse_qdq_conv(graph):
@@ -776,6 +884,46 @@ def fuse_qdq_data_movement(graph):
         ctx = _QContext(graph)
 
 
+# data-movement ops whose output is no larger than their input (DequantizeLinear moved after them costs
+# no more than before)
+_SHRINKING_MOVEMENT = DATA_MOVEMENT - {'Resize', 'Upsample', 'Expand', 'Tile', 'Gather'}
+
+
+def sink_dequantize(graph):
+    """``op(DQ(x))`` -> ``DQ(op(x))`` for an op that only moves values and does not enlarge them (Reshape,
+    Transpose, Slice, Split, MaxPool, ...; the same identity as :func:`fuse_qdq_data_movement`), when its
+    output is not quantised again (that case is fused already).  QAT exports put fake quantisers only after
+    layers, so a ``chunk`` / ``view`` sits between a DequantizeLinear and the next quantised layer; moved
+    past it, the DequantizeLinear meets that layer and the layer's QDQ fusion applies.  Exact."""
+    from .graph import Node
+    ctx = _QContext(graph)
+    for node in list(graph.nodes):
+        if node.op not in _SHRINKING_MOVEMENT:
+            continue
+        src = ctx.dq_source(node.inputs[0])
+        if src is None or any(i and not graph.values[i].is_const for i in node.inputs[1:]):
+            continue
+        outs = [o for o in node.outputs if o]
+        if not outs or any(o in graph.outputs for o in outs):
+            continue
+        dq = ctx.producers[node.inputs[0]]
+        xq, _ = src
+        new_outs, dqs = [], []
+        for o in node.outputs:
+            if not o:
+                new_outs.append(o)
+                continue
+            u = graph.unique_name(o + '.u8')
+            graph.add_value(u, graph.values[o].shape, np.uint8)
+            new_outs.append(u)
+            dqs.append(Node('DequantizeLinear', [u] + dq.inputs[1:], [o], dict(dq.attrs), dq.name + '/' + o,
+                            '', list(dq.origin)))
+        moved = Node(node.op, [xq] + node.inputs[1:], new_outs, dict(node.attrs), node.name, '',
+                     list(node.origin))
+        _replace_node(graph, node, [moved] + dqs)
+        ctx = _QContext(graph)
+
+
 # binary ops allowed inside an element-wise region (with a scalar constant or two region operands)
 _REGION_BINARY = {'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'PRelu'}
 MAX_REGION_NODES = 16
@@ -859,6 +1007,12 @@ def fuse_qdq_lut(graph):
         sy, zy = yp.scalar()
         if not order:
             table = _requant_table(xp, yp)
+            if table is None and qnode.outputs[0] not in graph.outputs:
+                # Q(DQ(x)) with the same parameters is x (two fake quantisers in a row in a QAT export)
+                graph.rename_input_uses(qnode.outputs[0], xq)
+                graph.nodes.remove(qnode)
+                ctx = _QContext(graph)
+                continue
             if table is None:
                 table = np.arange(256, dtype=np.uint8)
         else:
@@ -953,11 +1107,13 @@ PASSES = [
     ('fold_batchnorm', fold_batchnorm),
     ('batchnorm_to_affine', batchnorm_to_affine),
     ('int8_activations_to_uint8', int8_activations_to_uint8),
+    ('fold_conv_affine', fold_conv_affine),
+    ('fuse_qdq_data_movement', fuse_qdq_data_movement),
+    ('sink_dequantize', sink_dequantize),
     ('fuse_qdq_conv', fuse_qdq_conv),
     ('fuse_qdq_binary', fuse_qdq_binary),
     ('fuse_qdq_concat', fuse_qdq_concat),
     ('fuse_qdq_average', fuse_qdq_average),
-    ('fuse_qdq_data_movement', fuse_qdq_data_movement),
     ('fuse_qdq_lut', fuse_qdq_lut),
     ('remove_dead', remove_dead),
     ('compose_luts', compose_luts),
@@ -967,10 +1123,9 @@ PASSES = [
 ]
 
 # passes that may be switched off (for tests and debugging); the others are needed to run at all
-OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fuse_qdq_conv', 'fuse_qdq_binary',
-                   'fuse_qdq_concat', 'fuse_qdq_average', 'fuse_qdq_data_movement', 'fuse_qdq_lut',
-                   'compose_luts',
-                   'fuse_conv_activation', 'fuse_silu'}
+OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
+                   'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
+                   'fuse_qdq_lut', 'compose_luts', 'fuse_conv_activation', 'fuse_silu'}
 
 
 def run_passes(graph, disable=()):
