@@ -153,7 +153,7 @@ class Engine:
             plan = self._plan(key)
             for _ in range(warmup):
                 plan.run(arrays)
-            total = np.zeros(len(plan.program))
+            total = np.zeros(len(plan.info))
             for _ in range(max(1, int(repeat))):
                 times = []
                 plan.run(arrays, times)

@@ -1089,6 +1089,161 @@ def compose_luts(graph):
         graph.remove_dead()
 
 
+def _slice_range(graph, node, axis):
+    """(source, start, stop) when Slice ``node`` takes the contiguous range [start, stop) of logical
+    ``axis`` of its source and everything of the other axes; else None."""
+    from .ops import slice_spec
+    if node.op != 'Slice' or any(i and not graph.values[i].is_const for i in node.inputs[1:]):
+        return None
+    src = graph.values[node.inputs[0]]
+    consts = [None] + [graph.const(i) for i in node.inputs[1:]]
+    try:
+        spec = slice_spec(node, src.shape, consts, graph.opset)
+    except ModelError:
+        return None
+    for a, (sl, dim) in enumerate(zip(spec, src.shape)):
+        start, stop, step = sl.indices(dim)
+        if step != 1 or stop < start:
+            return None
+        if a != axis and (start, stop) != (0, dim):
+            return None
+        if a == axis:
+            rng = (start, stop)
+    return node.inputs[0], rng[0], rng[1]
+
+
+def merge_concat_slices(graph):
+    """``Concat(..., Slice(x)[a:b], Slice(x)[b:c], ...)`` along the sliced axis reads ``x[a:c]`` once:
+    ``x`` itself when [a:c] is all of it (the two halves of YOLOv8's C2f split, concatenated again after
+    the bottleneck), else one Slice.  For QConcat the merged inputs must have the same parameters (they do:
+    slices move the values of one tensor).  A Slice read by nothing else disappears.  Exact."""
+    from .graph import Node
+    producers = graph.producers()
+    for node in list(graph.nodes):
+        if node.op not in ('Concat', 'QConcat') or len(node.inputs) < 2:
+            continue
+        rank = len(graph.values[node.outputs[0]].shape)
+        axis = int(node.attrs['axis']) % rank
+        names = list(node.inputs)
+        q = node.op == 'QConcat'
+        params = list(zip(node.attrs['scales'], node.attrs['zero_points'])) if q else [None] * len(names)
+        merged, merged_params = [], []
+        k = 0
+        while k < len(names):
+            p = producers.get(names[k])
+            r = _slice_range(graph, p, axis) if p is not None else None
+            j = k + 1
+            while r is not None and j < len(names) and params[j] == params[k]:
+                pj = producers.get(names[j])
+                rj = _slice_range(graph, pj, axis) if pj is not None else None
+                if rj is None or rj[0] != r[0] or rj[1] != r[2]:
+                    break
+                r = (r[0], r[1], rj[2])
+                j += 1
+            if j == k + 1:
+                merged.append(names[k])
+            else:
+                src = graph.values[r[0]]
+                if (r[1], r[2]) == (0, src.shape[axis]):
+                    merged.append(r[0])
+                else:
+                    out = graph.unique_name(node.name + '.slice')
+                    shape = list(src.shape)
+                    shape[axis] = r[2] - r[1]
+                    graph.add_value(out, shape, src.dtype)
+                    consts = [graph.add_const(np.array([v], np.int64), node.name + '.' + what)
+                              for v, what in ((r[1], 'starts'), (r[2], 'ends'), (axis, 'axes'))]
+                    i = graph.nodes.index(node)
+                    graph.nodes.insert(i, Node('Slice', [r[0]] + consts, [out], {}, out, '', []))
+                    merged.append(out)
+            merged_params.append(params[k])
+            k = j
+        if len(merged) == len(names):
+            continue
+        node.inputs = merged
+        if q:
+            node.attrs['scales'] = [p[0] for p in merged_params]
+            node.attrs['zero_points'] = [p[1] for p in merged_params]
+        graph.remove_dead()
+        producers = graph.producers()
+
+
+# ops through which a per-value non-decreasing map (a requantisation table) commutes
+_TABLE_COMMUTES = {'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose', 'Slice', 'MaxPool', 'Resize',
+                   'Upsample', 'Identity', 'DepthToSpace', 'SpaceToDepth'}
+
+
+def concat_tables(node):
+    """The per-input uint8 tables of a QConcat (None: copied unchanged): the ``tables`` attribute when
+    :func:`fold_concat_rescale` has set it, else the rescale of each input's parameters to the output's."""
+    if 'tables' in node.attrs:
+        return list(node.attrs['tables'])
+    from .lowering import concat_rescale_table
+    a = node.attrs
+    return [concat_rescale_table(s, z, a['y_scale'], a['y_zero_point'])
+            for s, z in zip(a['scales'], a['zero_points'])]
+
+
+def fold_concat_rescale(graph):
+    """A QConcat input whose parameters differ from the output's is rescaled by a 256-entry table ``T``
+    on its way in.  When the input comes from a QLut or another QConcat that nothing else reads (through
+    single-reader Reshape / Transpose / Slice / MaxPool / nearest Resize, which commute with the
+    non-decreasing ``T``), ``T`` is composed into that producer's table(s) instead and the input is then a
+    plain copy: ``T[f[x]]`` is one lookup, exact.  The producer's uint8 output then carries the concat's
+    output parameters, so the values on the way are renamed (``<name>.rescaled``): they are no longer the
+    model's tensors of those names."""
+    changed = True
+    while changed:
+        changed = False
+        producers = graph.producers()
+        consumers = graph.consumers()
+        for node in graph.nodes:
+            if node.op != 'QConcat':
+                continue
+            tables = concat_tables(node)
+            for k, table in enumerate(tables):
+                if table is None:
+                    continue
+                v = node.inputs[k]
+                if node.inputs.count(v) != 1:
+                    continue
+                p = producers.get(v)
+                chain = [(v, node)]                     # (value, its reader) from the concat upwards
+                while p is not None and p.op in _TABLE_COMMUTES and len(consumers.get(v, [])) == 1 \
+                        and v not in graph.outputs and len(p.outputs) == 1 and \
+                        not (p.op in ('Resize', 'Upsample') and p.attrs.get('mode', 'nearest') != 'nearest'):
+                    if any(i and not graph.values[i].is_const for i in p.inputs[1:]):
+                        p = None
+                        break
+                    v = p.inputs[0]
+                    chain.append((v, p))
+                    p = producers.get(v)
+                if p is None or len(consumers.get(v, [])) != 1 or v in graph.outputs or \
+                        graph.values[v].dtype != np.uint8:
+                    continue
+                if p.op == 'QLut':
+                    p.attrs['table'] = np.ascontiguousarray(table[p.attrs['table']])
+                elif p.op == 'QConcat' and p is not node:
+                    ident = np.arange(256, dtype=np.uint8)
+                    p.attrs['tables'] = [np.ascontiguousarray(table[ident if t is None else t])
+                                         for t in concat_tables(p)]
+                else:
+                    continue
+                # the values on the way now hold other numbers than the model's tensors of those names
+                for name, user in chain:
+                    new = graph.unique_name(name + '.rescaled')
+                    old_v = graph.values[name]
+                    graph.add_value(new, old_v.shape, old_v.dtype)
+                    user.inputs = [new if i == name else i for i in user.inputs]
+                    prod = producers[name]
+                    prod.outputs = [new if o == name else o for o in prod.outputs]
+                tables[k] = None
+                node.attrs['tables'] = tables
+                changed = True
+            if changed:
+                break
+
+
 def dq_values(scale, zero_point):
     """The 256 real values of uint8 codes, as DequantizeLinear computes them (float32)."""
     from qvision_kernels.requant import dequantize
@@ -1117,6 +1272,8 @@ PASSES = [
     ('fuse_qdq_lut', fuse_qdq_lut),
     ('remove_dead', remove_dead),
     ('compose_luts', compose_luts),
+    ('merge_concat_slices', merge_concat_slices),
+    ('fold_concat_rescale', fold_concat_rescale),
     ('fuse_conv_activation', fuse_conv_activation),
     ('fuse_silu', fuse_silu),
     ('remove_dead_final', remove_dead),
@@ -1125,7 +1282,8 @@ PASSES = [
 # passes that may be switched off (for tests and debugging); the others are needed to run at all
 OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
                    'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
-                   'fuse_qdq_lut', 'compose_luts', 'fuse_conv_activation', 'fuse_silu'}
+                   'fuse_qdq_lut', 'compose_luts', 'merge_concat_slices', 'fold_concat_rescale',
+                   'fuse_conv_activation', 'fuse_silu'}
 
 
 def run_passes(graph, disable=()):
