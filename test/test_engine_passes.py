@@ -110,3 +110,17 @@ def test_all_qdq_fusions_off_is_the_float_route():
 def test_unknown_pass_name():
     with pytest.raises(ValueError, match='optional ones'):
         Engine(qdq_bytes('vgg'), disable_passes=['propagate'])
+
+
+def test_split_conv_for_slices_is_exact(monkeypatch):
+    """The C2f convolutions split per slice (forced on at this small size) give the same bytes."""
+    from qvision_ros.runtime import passes
+    monkeypatch.setattr(passes, 'SPLIT_MIN_PIXELS', 0)
+    qb = qdq_bytes('yolov8')
+    full = Engine(qb, num_threads=1)
+    without = Engine(qb, num_threads=1, disable_passes=['split_conv_for_slices'])
+    assert _ops(full)['QConv'] == _ops(without)['QConv'] + 8, (_ops(full), _ops(without))
+    assert _ops(full)['Slice'] < _ops(without)['Slice']
+    for seed in (0, 1):
+        x = _x(full, seed)
+        np.testing.assert_array_equal(full.run({'images': x})[0], without.run({'images': x})[0])

@@ -82,10 +82,11 @@ def lower(node, ctx):
     return fn(node, ctx)
 
 
-def _single(ctx, node, run, bind=None, scratch=()):
+def _single(ctx, node, run, bind=None, scratch=(), inplace=None):
     """One planned output buffer ``out``; ``run(out, *inputs)`` fills it.  ``bind(out, *inputs)``, when
     given, returns the callable without arguments that does the same on fixed arrays (by default
-    ``run`` with its arguments bound)."""
+    ``run`` with its arguments bound).  ``inplace=k``: the step may write over its run-time input k
+    (an element-wise op), which the memory plan does when nothing reads that input afterwards."""
     def make(bufs):
         out = bufs[0]
 
@@ -98,7 +99,8 @@ def _single(ctx, node, run, bind=None, scratch=()):
         if bind is not None:
             return bind(bufs[0], *ins)
         return functools.partial(run, bufs[0], *ins)
-    return Lowered([ctx.buffer_spec(node.outputs[0])], make, bind_default, scratch)
+    spec = ctx.buffer_spec(node.outputs[0]) + (() if inplace is None else (inplace,))
+    return Lowered([spec], make, bind_default, scratch)
 
 
 def _input_array(ctx, node, k):
@@ -541,9 +543,9 @@ def _qbinary(node, ctx):
                          % (ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])))
     if cb is not None:
         return _single(ctx, node, lambda out, x: kern(x, cb, *args, out=out, num_threads=nt),
-                       lambda out, x: _bind_binary(kern, x, cb, out, args, nt))
+                       lambda out, x: _bind_binary(kern, x, cb, out, args, nt), inplace=0)
     return _single(ctx, node, lambda out, x, y: kern(x, y, *args, out=out, num_threads=nt),
-                   lambda out, x, y: _bind_binary(kern, x, y, out, args, nt))
+                   lambda out, x, y: _bind_binary(kern, x, y, out, args, nt), inplace=0)
 
 
 @lowering('QLut')
@@ -551,7 +553,7 @@ def _qlut(node, ctx):
     table = node.attrs['table']
     nt = ctx.nt
     return _single(ctx, node, lambda out, x: K.lut_apply(x, table, out=out, num_threads=nt),
-                   lambda out, x: _bind_lut(x, table, out, nt))
+                   lambda out, x: _bind_lut(x, table, out, nt), inplace=0)
 
 
 @lowering('QuantizeLinear')
@@ -565,19 +567,40 @@ def _quantize(node, ctx):
     info = np.iinfo(dtype)
     scale = np.float32(s.reshape(-1)[0])
     z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
-    tmp = np.empty(x.physical_shape(), np.float32)
-
     lo, hi = np.float32(info.min) - z, np.float32(info.max) - z
+    to_nhwc = bool(node.attrs.get('_to_nhwc'))
+    shape = x.physical_shape()
+    # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
+    # reference's float32 operations (integers below 2**24 are exact in float32); the last addition
+    # writes the integer type directly
+    if to_nhwc:
+        # the model input NCHW -> NHWC in the same pass: one image plane at a time (in cache), the last
+        # operation storing into the channel's strided place in the output
+        n, c, h, w = shape
+        planes = [(x_i, c_i) for x_i in range(n) for c_i in range(c)]
 
-    def run(out, x):
-        # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
-        # reference's float32 operations (integers below 2**24 are exact in float32)
-        np.divide(x, scale, out=tmp)
-        np.rint(tmp, out=tmp)
-        np.clip(tmp, lo, hi, out=tmp)
-        np.add(tmp, z, out=tmp)
-        np.copyto(out, tmp, casting='unsafe')
-    return _single(ctx, node, run)
+        def run(out, tmp, x):
+            for i, k in planes:
+                np.divide(x[i, k], scale, out=tmp)
+                np.rint(tmp, out=tmp)
+                np.clip(tmp, lo, hi, out=tmp)
+                np.add(tmp, z, out=out[i, :, :, k], casting='unsafe')
+        scratch = ((h, w), np.float32)
+    else:
+        def run(out, tmp, x):
+            np.divide(x, scale, out=tmp)
+            np.rint(tmp, out=tmp)
+            np.clip(tmp, lo, hi, out=tmp)
+            np.add(tmp, z, out=out, casting='unsafe')
+        scratch = (shape, np.float32)
+
+    def make(bufs):
+        def fn(x):
+            run(bufs[0], bufs[1], x)
+            return (bufs[0],)
+        return fn
+    return Lowered([ctx.buffer_spec(node.outputs[0])], make, lambda bufs, ins: functools.partial(
+        run, bufs[0], bufs[1], *ins), [scratch])
 
 
 @lowering('DequantizeLinear')

@@ -1089,6 +1089,68 @@ def compose_luts(graph):
         graph.remove_dead()
 
 
+# split_conv_for_slices applies from this many output pixels (measured: below it, reading the input once
+# per part costs about what the slice copies do)
+SPLIT_MIN_PIXELS = 40 * 40
+SPLIT_MIN_CHANNELS = 16
+
+
+def split_conv_for_slices(graph):
+    """``Slice_i(QLut(QConv(x)))`` where the slices cut the channels into contiguous parts (YOLOv8's C2f
+    ``chunk(2, 1)`` after its first convolution) -> one ``QConv -> QLut`` per part, computing each part's
+    channels straight into their own buffer: no slice copies, and a part read only by a concatenation
+    can then take the concatenation's rescale into its table (fold_concat_rescale).  The same integer
+    arithmetic per channel: exact.  For large outputs only (``SPLIT_MIN_PIXELS``), parts of at least
+    ``SPLIT_MIN_CHANNELS`` channels."""
+    from .graph import Node
+    consumers = graph.consumers()
+    producers = graph.producers()
+    for lut in list(graph.nodes):
+        if lut.op != 'QLut':
+            continue
+        conv = producers.get(lut.inputs[0])
+        z = lut.outputs[0]
+        if conv is None or conv.op != 'QConv' or int(conv.attrs.get('group', 1)) != 1 or \
+                len(consumers.get(conv.outputs[0], [])) != 1 or conv.outputs[0] in graph.outputs or \
+                z in graph.outputs:
+            continue
+        shape = graph.values[z].shape
+        if len(shape) != 4 or shape[2] * shape[3] < SPLIT_MIN_PIXELS:
+            continue
+        users = consumers.get(z, [])
+        parts = [_slice_range(graph, u, 1) for u in users]
+        if len(users) < 2 or any(p is None for p in parts):
+            continue
+        order = sorted(range(len(users)), key=lambda k: parts[k][1])
+        bounds = [(parts[k][1], parts[k][2]) for k in order]
+        if bounds[0][0] != 0 or bounds[-1][1] != shape[1] or \
+                any(a[1] != b[0] for a, b in zip(bounds, bounds[1:])) or \
+                any(b - a < SPLIT_MIN_CHANNELS for a, b in bounds):
+            continue
+        new_nodes = []
+        a = conv.attrs
+        mult = np.broadcast_to(np.asarray(a['multiplier'], np.float32).reshape(-1), (shape[1],))
+        for k in order:
+            lo, hi = parts[k][1], parts[k][2]
+            out = users[k].outputs[0]
+            mid = graph.unique_name(out + '.conv')
+            graph.add_value(mid, (shape[0], hi - lo) + shape[2:], np.uint8)
+            attrs = dict(a, weight=np.ascontiguousarray(a['weight'][lo:hi]),
+                         bias=None if a['bias'] is None else np.ascontiguousarray(a['bias'][lo:hi]),
+                         multiplier=np.ascontiguousarray(mult[lo:hi]))
+            new_nodes.append(Node('QConv', list(conv.inputs), [mid], attrs, '%s[%d:%d]' % (conv.name, lo, hi),
+                                  '', list(conv.origin)))
+            new_nodes.append(Node('QLut', [mid], [out], dict(lut.attrs), '%s[%d:%d]' % (lut.name, lo, hi), '',
+                                  list(lut.origin) + list(users[k].origin)))
+        _replace_node(graph, conv, new_nodes)
+        graph.nodes.remove(lut)
+        for u in users:
+            graph.nodes.remove(u)
+        graph.remove_dead()
+        consumers = graph.consumers()
+        producers = graph.producers()
+
+
 def _slice_range(graph, node, axis):
     """(source, start, stop) when Slice ``node`` takes the contiguous range [start, stop) of logical
     ``axis`` of its source and everything of the other axes; else None."""
@@ -1272,6 +1334,7 @@ PASSES = [
     ('fuse_qdq_lut', fuse_qdq_lut),
     ('remove_dead', remove_dead),
     ('compose_luts', compose_luts),
+    ('split_conv_for_slices', split_conv_for_slices),
     ('merge_concat_slices', merge_concat_slices),
     ('fold_concat_rescale', fold_concat_rescale),
     ('fuse_conv_activation', fuse_conv_activation),
@@ -1282,8 +1345,8 @@ PASSES = [
 # passes that may be switched off (for tests and debugging); the others are needed to run at all
 OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
                    'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
-                   'fuse_qdq_lut', 'compose_luts', 'merge_concat_slices', 'fold_concat_rescale',
-                   'fuse_conv_activation', 'fuse_silu'}
+                   'fuse_qdq_lut', 'compose_luts', 'split_conv_for_slices', 'merge_concat_slices',
+                   'fold_concat_rescale', 'fuse_conv_activation', 'fuse_silu'}
 
 
 def run_passes(graph, disable=()):

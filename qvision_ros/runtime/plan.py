@@ -132,6 +132,13 @@ class Plan:
         {(step, output or scratch index): array})."""
         storage = [None] * n_values         # value slot -> storage id
         sizes, specs, defined = [], [], []
+        aliases = {}                        # (step, output index) -> storage id of the input it overwrites
+        last_read = [-1] * n_values
+        for k, (node, lowered, ins, outs) in enumerate(steps):
+            for i in ins:
+                last_read[i] = k
+        outputs = set(self.output_slots)
+        members = {}                        # storage id -> value slots stored there
         for k, (node, lowered, ins, outs) in enumerate(steps):
             extra = [('buffer',) + tuple(sc) for sc in lowered.scratch]
             outs = list(outs) + [None] * (len(lowered.specs) - len(outs)) + [None] * len(extra)
@@ -142,13 +149,27 @@ class Plan:
                         specs.append((k, j, spec))
                         defined.append(k)
                     continue
+                if spec[0] == 'buffer' and len(spec) > 3:
+                    # may overwrite input spec[3] when nothing reads that memory after this step
+                    src = ins[spec[3]]
+                    st = storage[src]
+                    if st is not None and sum(storage[i] == st for i in ins) == 1 and \
+                            sizes[st] == int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize and \
+                            all(last_read[u] <= k and u not in outputs for u in members.get(st, [])):
+                        storage[o] = st
+                        members[st].append(o)
+                        aliases[(k, j)] = (st, spec)
+                        continue
                 if spec[0] == 'buffer':
+                    members[len(sizes)] = [o]
                     storage[o] = len(sizes)
                     sizes.append(int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize)
                     specs.append((k, j, spec))
                     defined.append(k)
                 elif spec[0] == 'view':
                     storage[o] = storage[ins[spec[1]]]
+                    if storage[o] is not None:
+                        members[storage[o]].append(o)
         last = list(defined)
         for k, (node, lowered, ins, outs) in enumerate(steps):
             for i in ins:
@@ -190,9 +211,10 @@ class Plan:
             blocks.append(raw[off:off + size])
         buffers = {}
         for s, (k, j, spec) in enumerate(specs):
-            _, shape, dtype = spec
-            nbytes = sizes[s]
-            buffers[(k, j)] = blocks[block_of[s]][:nbytes].view(dtype).reshape(shape)
+            shape, dtype = spec[1], spec[2]
+            buffers[(k, j)] = blocks[block_of[s]][:sizes[s]].view(dtype).reshape(shape)
+        for (k, j), (s, spec) in aliases.items():
+            buffers[(k, j)] = blocks[block_of[s]][:sizes[s]].view(spec[2]).reshape(spec[1])
         return int(sum(block_size)), buffers
 
     def run(self, arrays, profile=None, capture=None):
