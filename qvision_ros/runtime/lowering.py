@@ -15,6 +15,11 @@ import numpy as np
 
 import qvision_kernels as K
 
+try:                                # the clip ufunc itself: np.clip adds a few microseconds of Python
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:                 # NumPy 1.x
+    from numpy.core.umath import clip as _clip_ufunc
+
 from .graph import NCHW_TO_NHWC
 from .layout import permute_const, physical_axis
 from .ops import (REFERENCE, linear_weights, nearest_index, node_error, reduce_axes, resize_params,
@@ -579,28 +584,29 @@ def _quantize(node, ctx):
         n, c, h, w = shape
         planes = [(x_i, c_i) for x_i in range(n) for c_i in range(c)]
 
-        def run(out, tmp, x):
+        def run(out, tmp, plane, x):
             for i, k in planes:
                 np.divide(x[i, k], scale, out=tmp)
                 np.rint(tmp, out=tmp)
-                np.clip(tmp, lo, hi, out=tmp)
-                np.add(tmp, z, out=out[i, :, :, k], casting='unsafe')
-        scratch = ((h, w), np.float32)
+                _clip_ufunc(tmp, lo, hi, out=tmp)
+                np.add(tmp, z, out=plane, casting='unsafe')
+                out[i, :, :, k] = plane
+        scratch = [((h, w), np.float32), ((h, w), dtype)]
     else:
         def run(out, tmp, x):
             np.divide(x, scale, out=tmp)
             np.rint(tmp, out=tmp)
-            np.clip(tmp, lo, hi, out=tmp)
+            _clip_ufunc(tmp, lo, hi, out=tmp)
             np.add(tmp, z, out=out, casting='unsafe')
-        scratch = (shape, np.float32)
+        scratch = [(shape, np.float32)]
 
     def make(bufs):
         def fn(x):
-            run(bufs[0], bufs[1], x)
+            run(*bufs, x)
             return (bufs[0],)
         return fn
     return Lowered([ctx.buffer_spec(node.outputs[0])], make, lambda bufs, ins: functools.partial(
-        run, bufs[0], bufs[1], *ins), [scratch])
+        run, *bufs, *ins), scratch)
 
 
 @lowering('DequantizeLinear')
@@ -614,9 +620,9 @@ def _dequantize(node, ctx):
     z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
 
     def run(out, q):
-        # float32(q - zp) * s: q and zp are exact in float32, the difference too
-        np.copyto(out, q, casting='unsafe')
-        out -= z
+        # float32(q - zp) * s: q and zp are exact in float32, the difference too (the subtraction reads
+        # the integers as float32 itself)
+        np.subtract(q, z, out=out, dtype=np.float32)
         out *= scale
     return _single(ctx, node, run)
 
@@ -855,15 +861,22 @@ def _softmax(node, ctx):
     if x.dtype != np.float32:
         return _generic(node, ctx)
 
+    reduced = list(x.physical_shape())
+    reduced[pa] = 1
+    m = np.empty(reduced, np.float32)      # per-step work arrays (small: one value per row)
+    t = np.empty(reduced, np.float32)
+
     def run(out, x):
-        m = np.max(x, axis=pa, keepdims=True)
+        np.max(x, axis=pa, keepdims=True, out=m)
         np.subtract(x, m, out=out)
         if log:
-            s = np.log(np.sum(np.exp(out), axis=pa, keepdims=True))
-            out -= s
+            np.sum(np.exp(out), axis=pa, keepdims=True, out=t)
+            np.log(t, out=t)
+            out -= t
         else:
             np.exp(out, out=out)
-            out /= np.sum(out, axis=pa, keepdims=True)
+            np.sum(out, axis=pa, keepdims=True, out=t)
+            out /= t
     return _single(ctx, node, run)
 
 
