@@ -66,6 +66,24 @@ class LowerContext:
         v = self.graph.values[name]
         return ('buffer', v.physical_shape(), v.dtype)
 
+    def threads(self, node, macs=None):
+        """Threads for ``node``'s kernel: one for small work, where waking another thread and meeting it
+        at the end of the parallel region costs about what it saves (and, on a busy machine, makes the
+        region wait for a time slice of another core); else the engine's count."""
+        if self.nt == 1:
+            return 1
+        if macs is not None:
+            return 1 if macs < SMALL_MACS else self.nt
+        names = [n for n in list(node.inputs) + list(node.outputs) if n and not self.value(n).is_const]
+        nbytes = max(int(np.prod(self.value(n).shape, dtype=np.int64)) * self.value(n).dtype.itemsize
+                     for n in names)
+        return 1 if nbytes < SMALL_BYTES else self.nt
+
+
+# Below these, a step runs on one thread (LowerContext.threads): ~10-20 us of work on one core.
+SMALL_MACS = 1 << 21
+SMALL_BYTES = 1 << 15
+
 
 LOWERINGS = {}
 
@@ -271,7 +289,7 @@ def _conv(node, ctx):
                       None if b is None else b.astype(np.float32).reshape(-1),
                       stride=strides, padding=pads, dilation=dilations, groups=int(node.attrs.get('group', 1)),
                       act_min=node.attrs.get('_act_min'), act_max=node.attrs.get('_act_max'))
-    nt = ctx.nt
+    nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
     return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
                    lambda out, x: _bind_conv(layer, x, out, nt, False))
 
@@ -284,14 +302,21 @@ def _qconv(node, ctx):
     layer = K.QConv2d(np.ascontiguousarray(w.transpose(0, 2, 3, 1)), a['bias'], a['x_zero_point'],
                       a['multiplier'], a['y_zero_point'], stride=strides, padding=pads, dilation=dilations,
                       groups=int(a.get('group', 1)), act_min=a['act_min'], act_max=a['act_max'])
-    nt = ctx.nt
+    nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
     return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
                    lambda out, x: _bind_conv(layer, x, out, nt, True))
 
 
+def _conv_macs(ctx, node, oc, per_output):
+    """Multiply-adds of a convolution: output pixels x output channels x weights per output channel."""
+    shape = ctx.value(node.outputs[0]).shape
+    return int(np.prod(shape, dtype=np.int64)) // max(1, shape[1]) * oc * per_output
+
+
 def _fc_view(ctx, node, layer, k):
     """A fully-connected layer applied to the last axis of input [..., K] -> [..., N]."""
-    nt = ctx.nt
+    out_shape = ctx.phys(node.outputs[0])
+    nt = ctx.threads(node, int(np.prod(out_shape, dtype=np.int64)) * k)
     out_shape = ctx.phys(node.outputs[0])
 
     def make(bufs):
@@ -357,7 +382,7 @@ def _pool_args(node, ctx):
 @lowering('MaxPool')
 def _maxpool(node, ctx):
     kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.max_pool2d(x, kernel, strides, pads, dilations, ceil_mode,
                                                             out=out, num_threads=nt),
                    lambda out, x: _bind_maxpool(x, out, kernel, strides, pads, dilations, ceil_mode, nt))
@@ -370,7 +395,7 @@ def _avgpool(node, ctx):
     q = {}
     if node.op == 'QAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.avg_pool2d(x, kernel, strides, pads, ceil_mode, cip, out=out,
                                                             num_threads=nt, **q))
 
@@ -384,7 +409,7 @@ def _gap(node, ctx):
     q = {}
     if node.op == 'QGlobalAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.global_avg_pool2d(x, out=out, num_threads=nt, **q))
 
 
@@ -479,7 +504,7 @@ def _binary(node, ctx):
         return _generic(node, ctx)
     ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
     out_shape = y.physical_shape()
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if node.op == 'Pow':
         if cb is None or cb.size != 1:
             return _generic(node, ctx)
@@ -540,7 +565,7 @@ def _qbinary(node, ctx):
     args = (a['a_scale'], a['a_zero_point'], a['b_scale'], a['b_zero_point'], a['y_scale'], a['y_zero_point'],
             a['act_min'], a['act_max'])
     ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if ca is not None:
         raise node_error(node, 'internal: the first operand of a quantised binary op is constant')
     if not _broadcasts(cb.shape if cb is not None else ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])):
@@ -556,7 +581,7 @@ def _qbinary(node, ctx):
 @lowering('QLut')
 def _qlut(node, ctx):
     table = node.attrs['table']
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.lut_apply(x, table, out=out, num_threads=nt),
                    lambda out, x: _bind_lut(x, table, out, nt), inplace=0)
 
@@ -718,7 +743,7 @@ def _concat(node, ctx):
               for k, name in enumerate(names)}
     runtime = [k for k in range(len(names)) if consts[k] is None]
     dtype = ctx.value(node.outputs[0]).dtype
-    nt = ctx.nt
+    nt = ctx.threads(node)
     n = len(names)
 
     def gather(ins):
@@ -912,7 +937,7 @@ def _resize(node, ctx):
         return _generic(node, ctx)
     h, w = x.shape[2:]
     ho, wo = out_shape[2:]
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if mode == 'nearest':
         ih = nearest_index(coord, nearest, h, ho, scales[2])
         iw = nearest_index(coord, nearest, w, wo, scales[3])

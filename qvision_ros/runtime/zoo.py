@@ -263,7 +263,7 @@ def yolov5_like(nc=6, width=16, seed=10):
 # --------------------------------------------------------------------------------------- classifiers
 
 class VGGLike(nn.Module):
-    def __init__(self, nc=10, w=8):
+    def __init__(self, nc=10, w=8, size=32):
         super().__init__()
         layers, c = [], 3
         for v in (w, 'M', 2 * w, 2 * w, 'M', 4 * w, 4 * w, 'M'):
@@ -273,16 +273,16 @@ class VGGLike(nn.Module):
                 layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
                 c = v
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * 4 * 4, 64), nn.ReLU(True), nn.Dropout(),
-                                        nn.Linear(64, nc))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * (size // 8) ** 2, 64), nn.ReLU(True),
+                                        nn.Dropout(), nn.Linear(64, nc))
 
     def forward(self, x):
         return self.classifier(self.features(x))
 
 
-def vgg_like(nc=10, width=8, seed=20):
-    """Input 32x32 (three 2x2 max pools down to 4x4, then two fully-connected layers)."""
-    return _finish(VGGLike(nc, width), seed)
+def vgg_like(nc=10, width=8, seed=20, size=32):
+    """Input ``size`` x ``size`` (a multiple of 8: three 2x2 max pools, then two fully-connected layers)."""
+    return _finish(VGGLike(nc, width, size), seed)
 
 
 class BasicBlock(nn.Module):
