@@ -236,7 +236,7 @@ def test_small_cnn_fake_quantized(activation):
         for t, h in zip(totals, (hist_out, hist_opt, hist_q)):
             t += h
     _report('small CNN, eager QAT (%s)' % activation, *totals, found, total)
-    assert found >= total - 1, (found, total)              # only the Q of the float pool's output is gone
+    assert found >= total - 1, (found, total)   # the model input's, quantised straight to NHWC, is renamed
     for h in totals:
         assert h[MAX_STEPS + 1:].sum() == 0, h
 
@@ -255,7 +255,7 @@ def test_small_cnn_converted():
         for t, h in zip(totals, (hist_out, hist_opt, hist_q)):
             t += h
     _report('small CNN, converted', *totals, found, total)
-    assert found >= total - 1, (found, total)
+    assert found >= total - 1, (found, total)   # the model input's, quantised straight to NHWC, is renamed
     for h in totals:
         assert h[MAX_STEPS + 1:].sum() == 0, h
 
@@ -300,7 +300,8 @@ def test_yolov8_fake_quantized():
         totals[0] += hist_out
         totals[2] += hist_q
     _report('YOLOv8-style, fake-quantised', totals[0], None, totals[2], found, total)
-    assert found >= 0.5 * total, (found, total)     # the Q of sigmoid inside each SiLU is composed away
+    # missing: the values that took a concatenation's rescale (renamed .rescaled) and the model input's
+    assert found >= 0.9 * total, (found, total)
     assert totals[0][MAX_STEPS + 1:].sum() == 0, totals[0]
     _assert_intermediates(totals[2])
 
