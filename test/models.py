@@ -1,332 +1,17 @@
-"""Small test models built in PyTorch and exported to ONNX, and their QDQ versions (ONNX Runtime's
-quantizer), for the engine tests.  Nothing is downloaded: every weight is random (fixed seeds).
+"""The engine tests' models: the PyTorch builders of :mod:`qvision_ros.runtime.zoo` at small input sizes,
+their ONNX exports and QDQ versions (ONNX Runtime's quantizer), cached per process, and the oracle
+(ONNX Runtime).  Nothing is downloaded: every weight is random (fixed seeds).
 
-Each builder returns an ``nn.Module`` in eval mode whose batch-norm statistics are randomised so that
-folding them is not a no-op.  :func:`export` turns one into ONNX bytes (TorchScript exporter, or the
-dynamo exporter when ``dynamo=True`` and it is usable here); :func:`quantize_qdq` makes a QDQ model with
+:func:`export` turns a module into ONNX bytes (TorchScript exporter, or the dynamo exporter when
+``dynamo=True`` and it is usable here); :func:`quantize_qdq` makes a QDQ model with
 ``onnxruntime.quantization.quantize_static`` from a small random calibration set.
-
-Families (small versions of the real networks, same operator patterns):
-
-* :func:`yolov8_like` - Conv-BN-SiLU blocks, C2f (Split, bottlenecks, Concat), SPPF (three max pools),
-  an upsample + concat neck, an anchor-free head with DFL (Reshape, Transpose, Softmax over 16 bins,
-  1x1 Conv with fixed weights), box decoding and concatenation with sigmoid scores;
-* :func:`yolov5_like` - a YOLOv5 head: per-level 1x1 convs, 5-D reshape/permute, sigmoid, grid and
-  anchor decoding (Pow, Slice, Concat);
-* :func:`vgg_like`, :func:`resnet_like` (basic blocks, stride-2 downsample, global pool, FC),
-  :func:`mobilenetv2_like` (depthwise, ReLU6, inverted residuals).
 """
 import functools
-import io
-import os
-import tempfile
-import warnings
 
 import numpy as np
-import torch
-from torch import nn
 
-# --------------------------------------------------------------------------------------- building blocks
-
-
-def _randomise_bn(module, seed):
-    """Give every BatchNorm random statistics and affine parameters (eval mode uses them)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) * 1.0 + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.2)
-    return module.eval()
-
-
-def _finish(module, seed):
-    torch.manual_seed(seed)
-    fixed = {id(m.conv) for m in module.modules() if isinstance(m, DFL)}
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in fixed:
-            nn.init.kaiming_uniform_(m.weight, a=1.0)
-            if m.bias is not None:
-                nn.init.uniform_(m.bias, -0.1, 0.1)
-    return _randomise_bn(module, seed + 1)
-
-
-class ConvBNAct(nn.Module):
-    def __init__(self, c1, c2, k=1, s=1, g=1, act='silu', p=None):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2 if p is None else p, groups=g, bias=False)
-        self.bn = nn.BatchNorm2d(c2)
-        self.act = {'silu': nn.SiLU(), 'relu': nn.ReLU(), 'relu6': nn.ReLU6(), None: nn.Identity()}[act]
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-# ----------------------------------------------------------------------------------------- YOLOv8-style
-
-class Bottleneck(nn.Module):
-    def __init__(self, c, shortcut=True):
-        super().__init__()
-        self.cv1 = ConvBNAct(c, c, 3)
-        self.cv2 = ConvBNAct(c, c, 3)
-        self.add = shortcut
-
-    def forward(self, x):
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class C2f(nn.Module):
-    def __init__(self, c1, c2, n=1, shortcut=True):
-        super().__init__()
-        self.c = c2 // 2
-        self.cv1 = ConvBNAct(c1, 2 * self.c, 1)
-        self.cv2 = ConvBNAct((2 + n) * self.c, c2, 1)
-        self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
-
-    def forward(self, x):
-        y = list(self.cv1(x).chunk(2, 1))
-        y.extend(m(y[-1]) for m in self.m)
-        return self.cv2(torch.cat(y, 1))
-
-
-class SPPF(nn.Module):
-    def __init__(self, c1, c2, k=5):
-        super().__init__()
-        c_ = c1 // 2
-        self.cv1 = ConvBNAct(c1, c_, 1)
-        self.cv2 = ConvBNAct(c_ * 4, c2, 1)
-        self.m = nn.MaxPool2d(k, 1, k // 2)
-
-    def forward(self, x):
-        x = self.cv1(x)
-        y1 = self.m(x)
-        y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
-
-
-class DFL(nn.Module):
-    """Distribution focal loss integral: softmax over ``c1`` bins, expectation by a fixed 1x1 conv."""
-
-    def __init__(self, c1=16):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
-        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
-        self.c1 = c1
-
-    def forward(self, x):
-        b, _, a = x.shape
-        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-
-
-class DetectV8(nn.Module):
-    def __init__(self, nc, ch, reg_max=16, strides=(8, 16, 32)):
-        super().__init__()
-        self.nc, self.reg_max, self.no = nc, reg_max, nc + 4 * reg_max
-        self.strides = strides
-        c2, c3 = max(16, ch[0] // 4, reg_max * 4), max(ch[0], min(nc, 100))
-        self.cv2 = nn.ModuleList(nn.Sequential(ConvBNAct(x, c2, 3), ConvBNAct(c2, c2, 3),
-                                               nn.Conv2d(c2, 4 * reg_max, 1)) for x in ch)
-        self.cv3 = nn.ModuleList(nn.Sequential(ConvBNAct(x, c3, 3), ConvBNAct(c3, c3, 3),
-                                               nn.Conv2d(c3, nc, 1)) for x in ch)
-        self.dfl = DFL(reg_max)
-
-    def forward(self, xs):
-        b = xs[0].shape[0]
-        outs, anchors, strides = [], [], []
-        for i, x in enumerate(xs):
-            outs.append(torch.cat((self.cv2[i](x), self.cv3[i](x)), 1))
-            h, w = x.shape[2:]
-            sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float) + 0.5,
-                                    torch.arange(w, dtype=torch.float) + 0.5, indexing='ij')
-            anchors.append(torch.stack((sx, sy), -1).view(-1, 2))
-            strides.append(torch.full((h * w, 1), float(self.strides[i])))
-        anchor_points = torch.cat(anchors).transpose(0, 1).unsqueeze(0)
-        stride_t = torch.cat(strides).transpose(0, 1)
-        x_cat = torch.cat([xi.view(b, self.no, -1) for xi in outs], 2)
-        box, cls = x_cat.split((self.reg_max * 4, self.nc), 1)
-        lt, rb = self.dfl(box).chunk(2, 1)
-        x1y1 = anchor_points - lt
-        x2y2 = anchor_points + rb
-        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * stride_t
-        return torch.cat((dbox, cls.sigmoid()), 1)
-
-
-class YoloV8Like(nn.Module):
-    def __init__(self, nc=8, w=16):
-        super().__init__()
-        self.stem = ConvBNAct(3, w, 3, 2)
-        self.b1 = nn.Sequential(ConvBNAct(w, 2 * w, 3, 2), C2f(2 * w, 2 * w, 1))
-        self.b2 = nn.Sequential(ConvBNAct(2 * w, 4 * w, 3, 2), C2f(4 * w, 4 * w, 1))      # P3 /8
-        self.b3 = nn.Sequential(ConvBNAct(4 * w, 4 * w, 3, 2), C2f(4 * w, 4 * w, 1))      # P4 /16
-        self.b4 = nn.Sequential(ConvBNAct(4 * w, 8 * w, 3, 2), C2f(8 * w, 8 * w, 1), SPPF(8 * w, 8 * w))
-        self.up = nn.Upsample(scale_factor=2, mode='nearest')
-        self.n1 = C2f(12 * w, 4 * w, 1, shortcut=False)
-        self.n2 = C2f(8 * w, 4 * w, 1, shortcut=False)
-        self.d1 = ConvBNAct(4 * w, 4 * w, 3, 2)
-        self.n3 = C2f(8 * w, 4 * w, 1, shortcut=False)
-        self.d2 = ConvBNAct(4 * w, 4 * w, 3, 2)
-        self.n4 = C2f(12 * w, 8 * w, 1, shortcut=False)
-        self.head = DetectV8(nc, (4 * w, 4 * w, 8 * w))
-
-    def forward(self, x):
-        p3 = self.b2(self.b1(self.stem(x)))
-        p4 = self.b3(p3)
-        p5 = self.b4(p4)
-        t4 = self.n1(torch.cat((self.up(p5), p4), 1))
-        o3 = self.n2(torch.cat((self.up(t4), p3), 1))
-        o4 = self.n3(torch.cat((self.d1(o3), t4), 1))
-        o5 = self.n4(torch.cat((self.d2(o4), p5), 1))
-        return self.head([o3, o4, o5])
-
-
-def yolov8_like(nc=8, width=16, seed=0):
-    return _finish(YoloV8Like(nc, width), seed)
-
-
-# ----------------------------------------------------------------------------------------- YOLOv5-style
-
-class DetectV5(nn.Module):
-    def __init__(self, nc, ch, strides=(8, 16, 32)):
-        super().__init__()
-        self.nc, self.no, self.na = nc, nc + 5, 3
-        self.strides = strides
-        anchors = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
-                                [116, 90, 156, 198, 373, 326]], dtype=torch.float).view(3, 3, 2)
-        self.register_buffer('anchors', anchors)
-        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
-
-    def forward(self, xs):
-        z = []
-        for i, x in enumerate(xs):
-            x = self.m[i](x)
-            bs, _, ny, nx = x.shape
-            x = x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-            yv, xv = torch.meshgrid(torch.arange(ny, dtype=torch.float), torch.arange(nx, dtype=torch.float),
-                                    indexing='ij')
-            grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)
-            anchor_grid = self.anchors[i].view(1, self.na, 1, 1, 2)
-            y = x.sigmoid()
-            xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.strides[i]
-            wh = (y[..., 2:4] * 2) ** 2 * anchor_grid
-            y = torch.cat((xy, wh, y[..., 4:]), -1)
-            z.append(y.view(bs, -1, self.no))
-        return torch.cat(z, 1)
-
-
-class YoloV5Like(nn.Module):
-    def __init__(self, nc=6, w=16):
-        super().__init__()
-        self.stem = ConvBNAct(3, w, 6, 2, p=2)
-        self.b1 = nn.Sequential(ConvBNAct(w, 2 * w, 3, 2), ConvBNAct(2 * w, 2 * w, 3))
-        self.b2 = nn.Sequential(ConvBNAct(2 * w, 4 * w, 3, 2), ConvBNAct(4 * w, 4 * w, 3))
-        self.b3 = ConvBNAct(4 * w, 4 * w, 3, 2)
-        self.b4 = ConvBNAct(4 * w, 8 * w, 3, 2)
-        self.head = DetectV5(nc, (4 * w, 4 * w, 8 * w))
-
-    def forward(self, x):
-        p3 = self.b2(self.b1(self.stem(x)))
-        p4 = self.b3(p3)
-        return self.head([p3, p4, self.b4(p4)])
-
-
-def yolov5_like(nc=6, width=16, seed=10):
-    return _finish(YoloV5Like(nc, width), seed)
-
-
-# --------------------------------------------------------------------------------------- classifiers
-
-class VGGLike(nn.Module):
-    def __init__(self, nc=10, w=8):
-        super().__init__()
-        layers, c = [], 3
-        for v in (w, 'M', 2 * w, 2 * w, 'M', 4 * w, 4 * w, 'M'):
-            if v == 'M':
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-                c = v
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * 4 * 4, 64), nn.ReLU(True), nn.Dropout(),
-                                        nn.Linear(64, nc))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def vgg_like(nc=10, width=8, seed=20):
-    """Input 32x32 (three 2x2 max pools down to 4x4, then two fully-connected layers)."""
-    return _finish(VGGLike(nc, width), seed)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, c1, c2, s=1):
-        super().__init__()
-        self.c1 = ConvBNAct(c1, c2, 3, s, act='relu')
-        self.c2 = ConvBNAct(c2, c2, 3, 1, act=None)
-        self.down = ConvBNAct(c1, c2, 1, s, act=None) if s != 1 or c1 != c2 else None
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        idt = x if self.down is None else self.down(x)
-        return self.relu(self.c2(self.c1(x)) + idt)
-
-
-class ResNetLike(nn.Module):
-    def __init__(self, nc=10, w=8):
-        super().__init__()
-        self.stem = ConvBNAct(3, w, 7, 2, act='relu', p=3)
-        self.pool = nn.MaxPool2d(3, 2, 1)
-        self.layers = nn.Sequential(BasicBlock(w, w), BasicBlock(w, w), BasicBlock(w, 2 * w, 2),
-                                    BasicBlock(2 * w, 2 * w), BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w))
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * w, nc)
-
-    def forward(self, x):
-        x = self.layers(self.pool(self.stem(x)))
-        return self.fc(torch.flatten(self.gap(x), 1))
-
-
-def resnet_like(nc=10, width=8, seed=30):
-    return _finish(ResNetLike(nc, width), seed)
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, c1, c2, s, t):
-        super().__init__()
-        h = c1 * t
-        self.res = s == 1 and c1 == c2
-        layers = [ConvBNAct(c1, h, 1, act='relu6')] if t != 1 else []
-        layers += [ConvBNAct(h, h, 3, s, g=h, act='relu6'), ConvBNAct(h, c2, 1, act=None)]
-        self.block = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return x + self.block(x) if self.res else self.block(x)
-
-
-class MobileNetV2Like(nn.Module):
-    def __init__(self, nc=10, w=8):
-        super().__init__()
-        cfg = [(1, w, 1, 1), (6, int(1.5 * w), 2, 2), (6, 2 * w, 2, 2), (6, 4 * w, 1, 2)]
-        layers, c = [ConvBNAct(3, 2 * w, 3, 2, act='relu6')], 2 * w
-        for t, co, n, s in cfg:
-            for i in range(n):
-                layers.append(InvertedResidual(c, co, s if i == 0 else 1, t))
-                c = co
-        layers.append(ConvBNAct(c, 8 * w, 1, act='relu6'))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8 * w, nc))
-
-    def forward(self, x):
-        x = self.features(x)
-        return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
-
-
-def mobilenetv2_like(nc=10, width=8, seed=40):
-    return _finish(MobileNetV2Like(nc, width), seed)
-
+from qvision_ros.runtime.zoo import (DFL, Add, Concat, ConvBNAct, calibration_data, export, mobilenetv2_like,
+                                     quantize_qdq, resnet_like, vgg_like, yolov5_like, yolov8_like)
 
 # ------------------------------------------------------------------------------- export and quantize
 
@@ -380,61 +65,6 @@ def qdq_bytes(name, activation='uint8'):
     return quantize_qdq(model_bytes(name), activation=activation)
 
 
-def export(module, size, dynamic_batch=False, opset=17, dynamo=False, input_name='images', batch=1,
-           fold=True):
-    """ONNX bytes of ``module`` for an input [batch, 3, size, size] (``size`` an int or (h, w));
-    ``fold=False`` keeps BatchNormalization nodes (no constant folding in the exporter)."""
-    h, w = (size, size) if np.ndim(size) == 0 else size
-    x = torch.zeros(batch, 3, h, w)
-    f = io.BytesIO()
-    kwargs = {}
-    if dynamic_batch:
-        kwargs['dynamic_axes'] = {input_name: {0: 'batch'}, 'output': {0: 'batch'}}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        if dynamo:
-            prog = torch.onnx.export(module, (x,), input_names=[input_name], output_names=['output'],
-                                     opset_version=opset, dynamo=True)
-            return prog.model_proto.SerializeToString()
-        torch.onnx.export(module, (x,), f, input_names=[input_name], output_names=['output'],
-                          opset_version=opset, dynamo=False, do_constant_folding=fold, **kwargs)
-    return f.getvalue()
-
-
-def calibration_data(shape, n=4, seed=0):
-    """``n`` random images in [0, 1] of ``shape`` (float32): a small calibration set."""
-    rng = np.random.default_rng(seed)
-    return [rng.random(shape, dtype=np.float32) for _ in range(n)]
-
-
-def quantize_qdq(model_bytes, input_name='images', activation='uint8', per_channel=True, n_calib=4,
-                 op_types=None, seed=0):
-    """A QDQ model (bytes) from ``onnxruntime.quantization.quantize_static``: QuantFormat.QDQ, int8
-    per-channel weights, ``activation`` 'uint8' or 'int8', calibrated on random images (MinMax)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    model = onnx.load_from_string(model_bytes)
-    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({input_name: x} for x in calibration_data(tuple(dims), n_calib, seed))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    with tempfile.TemporaryDirectory() as d:
-        src, dst = os.path.join(d, 'float.onnx'), os.path.join(d, 'qdq.onnx')
-        with open(src, 'wb') as fh:
-            fh.write(model_bytes)
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8 if activation == 'uint8' else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
-        with open(dst, 'rb') as fh:
-            return fh.read()
-
-
 def ort_run(model_bytes, feeds, threads=1, optimize=True):
     """Outputs of ONNX Runtime (CPU) for ``feeds``: the oracle."""
     import onnxruntime as ort
@@ -446,3 +76,92 @@ def ort_run(model_bytes, feeds, threads=1, optimize=True):
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     sess = ort.InferenceSession(model_bytes, so, providers=['CPUExecutionProvider'])
     return sess.run(None, feeds)
+
+
+# ------------------------------------------------------------------------- quantisation-aware training
+
+def fake_quantize(module, calibration, weight_range=(-128, 127), quantize_output=False, seed=0):
+    """A QAT-style copy of a :mod:`qvision_ros.runtime.zoo` module: batch norms folded into the convolutions
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``), then ``torch.ao.quantization.FakeQuantize`` modules -
+    which call ``torch.fake_quantize_per_tensor_affine`` / ``per_channel_affine`` and export as
+    QuantizeLinear/DequantizeLinear pairs - on the input, on every convolution's weight (int8 symmetric per
+    output channel in ``weight_range``; PyTorch's default is [-128, 127]) and on the outputs of
+    convolutions, activations, pools, upsampling, :class:`Concat` and :class:`Add` (uint8 per tensor; a
+    convolution followed by ReLU/ReLU6 is quantised after the activation only, as fused QAT modules do).
+    The decoding head after the last convolutions (DFL, box decoding) stays float; ``quantize_output``
+    puts a last fake quantiser on the model's output (as ONNX Runtime's quantizer does).
+
+    The observers see ``calibration`` (a list of input arrays) and are then frozen: the result stands for
+    a model at the end of QAT (with random weights)."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.ao.quantization import (FakeQuantize, MinMaxObserver, PerChannelMinMaxObserver,
+                                       disable_observer)
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    module = copy.deepcopy(module).eval()
+    torch.manual_seed(seed)
+
+    def act_fq():
+        return FakeQuantize(observer=MinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+                            qscheme=torch.per_tensor_affine)
+
+    def weight_fq():
+        return FakeQuantize(observer=PerChannelMinMaxObserver, quant_min=weight_range[0],
+                            quant_max=weight_range[1], dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                            ch_axis=0)
+
+    class FQConv(nn.Module):
+        def __init__(self, conv, quantize_output):
+            super().__init__()
+            self.conv = conv
+            self.weight_fq = weight_fq()
+            self.output_fq = act_fq() if quantize_output else None
+
+        def forward(self, x):
+            c = self.conv
+            y = c._conv_forward(x, self.weight_fq(c.weight), c.bias)
+            return self.output_fq(y) if self.output_fq is not None else y
+
+    def output_hook(m, inputs, output):
+        return m.output_fq(output)
+
+    skip = {id(m) for d in module.modules() if isinstance(d, DFL) for m in d.modules()}
+    for m in list(module.modules()):
+        if isinstance(m, ConvBNAct):
+            if isinstance(m.bn, nn.BatchNorm2d):
+                m.conv = fuse_conv_bn_eval(m.conv, m.bn)
+                m.bn = nn.Identity()
+            relu = isinstance(m.act, (nn.ReLU, nn.ReLU6))
+            m.conv = FQConv(m.conv, quantize_output=not relu)
+            if not isinstance(m.act, nn.Identity):
+                m.act.output_fq = act_fq()
+                m.act.register_forward_hook(output_hook)
+        elif id(m) not in skip:
+            for name, child in list(m.named_children()):
+                if isinstance(child, nn.Conv2d) and id(child) not in skip:
+                    setattr(m, name, FQConv(child, quantize_output=True))
+            if isinstance(m, (nn.MaxPool2d, nn.Upsample, Concat, Add)):
+                m.output_fq = act_fq()
+                m.register_forward_hook(output_hook)
+    module.input_fq = act_fq()
+    module.register_forward_pre_hook(lambda m, args: (m.input_fq(args[0]),) + tuple(args[1:]))
+    if quantize_output:
+        module.output_fq = act_fq()
+        module.register_forward_hook(output_hook)
+    with torch.no_grad():
+        for x in calibration:
+            module(torch.as_tensor(x))
+    module.apply(disable_observer)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def qat_bytes(name, weight_range=(-128, 127), quantize_output=False, size=None):
+    """ONNX bytes of the fake-quantised (QAT-style, :func:`fake_quantize`) test model ``name``."""
+    builder, default = MODELS[name]
+    size = size or default
+    module = fake_quantize(builder(), calibration_data((1, 3, size, size), 4), weight_range, quantize_output)
+    return export(module, size)

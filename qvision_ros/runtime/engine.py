@@ -134,6 +134,17 @@ class Engine:
             self.last_profile = [LayerRecord(*info[:5], t, info[5]) for info, t in zip(plan.info, times)]
             return outs
 
+    def intermediates(self, feeds):
+        """Run once and return {value name: array} of every value computed (logical NCHW order, copies),
+        the outputs included: for debugging and for comparing layer by layer with another runtime.  Names
+        are the model's where a value survived the passes (the output of a fused int8 layer keeps the
+        name of the QuantizeLinear it replaced)."""
+        arrays, key = self._check_feeds(feeds)
+        capture = {}
+        with self._lock:
+            self._plan(key).run(arrays, capture=capture)
+        return capture
+
     def profile(self, feeds, repeat=10, warmup=1):
         """Per-layer records averaged over ``repeat`` runs (after ``warmup`` runs): a list of
         :class:`LayerRecord` (name, op, precision, input/output shapes, mean time in seconds)."""
@@ -142,7 +153,7 @@ class Engine:
             plan = self._plan(key)
             for _ in range(warmup):
                 plan.run(arrays)
-            total = np.zeros(len(plan.program))
+            total = np.zeros(len(plan.info))
             for _ in range(max(1, int(repeat))):
                 times = []
                 plan.run(arrays, times)

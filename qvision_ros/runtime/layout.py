@@ -131,6 +131,7 @@ def assign_layout(graph):
             v.layout = 'NHWC' if (target == 'NHWC' and v.shape is not None and len(v.shape) == 4) else None
         new_nodes.append(node)
     graph.nodes = new_nodes
+    _quantize_to_nhwc(graph)
     for k, name in enumerate(graph.outputs):
         if graph.values[name].layout == 'NHWC':
             inner = graph.unique_name(name + '.nhwc')
@@ -142,6 +143,24 @@ def assign_layout(graph):
             v.layout = None
             graph.nodes.append(Node('ToNCHW', [inner], [name], {}, name + '/ToNCHW', '', []))
     return graph
+
+
+def _quantize_to_nhwc(graph):
+    """``ToNHWC(QuantizeLinear(x))`` of a float model input: one step that quantises and writes NHWC
+    (``_to_nhwc``), when the quantised NCHW tensor has no other reader."""
+    producers = graph.producers()
+    consumers = graph.consumers()
+    for conv in list(graph.nodes):
+        if conv.op != 'ToNHWC':
+            continue
+        q = producers.get(conv.inputs[0])
+        if q is None or q.op != 'QuantizeLinear' or len(consumers.get(q.outputs[0], [])) != 1 \
+                or q.outputs[0] in graph.outputs or wants(graph, q) != 'follow' \
+                or graph.values[q.inputs[0]].layout is not None:
+            continue
+        q.outputs = list(conv.outputs)
+        q.attrs = dict(q.attrs, _to_nhwc=True)
+        graph.nodes.remove(conv)
 
 
 def permute_const(array, layout):

@@ -9,9 +9,16 @@ plans); the callables only call kernels with ``out=`` buffers.
 Every array a step receives is C-contiguous (planned buffers, contiguous views, or fresh arrays made
 contiguous), as the kernels require.
 """
+import functools
+
 import numpy as np
 
 import qvision_kernels as K
+
+try:                                # the clip ufunc itself: np.clip adds a few microseconds of Python
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:                 # NumPy 1.x
+    from numpy.core.umath import clip as _clip_ufunc
 
 from .graph import NCHW_TO_NHWC
 from .layout import permute_const, physical_axis
@@ -20,12 +27,22 @@ from .ops import (REFERENCE, linear_weights, nearest_index, node_error, reduce_a
 
 
 class Lowered:
-    """``specs``: per output ('buffer', shape, dtype) | ('view', input index) | ('fresh',);
-    ``make(buffers)`` -> fn(*inputs) returning the tuple of outputs."""
+    """How a node runs.
 
-    def __init__(self, specs, make):
+    ``specs``: per output ('buffer', shape, dtype) | ('view', input index) | ('fresh',);
+    ``make(buffers)`` -> fn(*inputs) returning the tuple of outputs;
+    ``bind(buffers, inputs)`` (optional) -> a callable without arguments that computes the outputs into
+    their buffers, for inputs that are the same arrays at every run (planned buffers): every argument
+    resolved once, the compiled kernel called directly (see :mod:`.plan`);
+    ``scratch``: (shape, dtype) of work buffers the step needs while it runs (planned like outputs, alive
+    during the step only); they follow the output buffers in ``buffers``.
+    """
+
+    def __init__(self, specs, make, bind=None, scratch=()):
         self.specs = specs
         self.make = make
+        self.bind = bind
+        self.scratch = list(scratch)
 
 
 class LowerContext:
@@ -49,6 +66,24 @@ class LowerContext:
         v = self.graph.values[name]
         return ('buffer', v.physical_shape(), v.dtype)
 
+    def threads(self, node, macs=None):
+        """Threads for ``node``'s kernel: one for small work, where waking another thread and meeting it
+        at the end of the parallel region costs about what it saves (and, on a busy machine, makes the
+        region wait for a time slice of another core); else the engine's count."""
+        if self.nt == 1:
+            return 1
+        if macs is not None:
+            return 1 if macs < SMALL_MACS else self.nt
+        names = [n for n in list(node.inputs) + list(node.outputs) if n and not self.value(n).is_const]
+        nbytes = max(int(np.prod(self.value(n).shape, dtype=np.int64)) * self.value(n).dtype.itemsize
+                     for n in names)
+        return 1 if nbytes < SMALL_BYTES else self.nt
+
+
+# Below these, a step runs on one thread (LowerContext.threads): ~10-20 us of work on one core.
+SMALL_MACS = 1 << 21
+SMALL_BYTES = 1 << 15
+
 
 LOWERINGS = {}
 
@@ -70,8 +105,11 @@ def lower(node, ctx):
     return fn(node, ctx)
 
 
-def _single(ctx, node, run):
-    """One planned output buffer ``out``; ``run(out, *inputs)`` fills it."""
+def _single(ctx, node, run, bind=None, scratch=(), inplace=None):
+    """One planned output buffer ``out``; ``run(out, *inputs)`` fills it.  ``bind(out, *inputs)``, when
+    given, returns the callable without arguments that does the same on fixed arrays (by default
+    ``run`` with its arguments bound).  ``inplace=k``: the step may write over its run-time input k
+    (an element-wise op), which the memory plan does when nothing reads that input afterwards."""
     def make(bufs):
         out = bufs[0]
 
@@ -79,7 +117,13 @@ def _single(ctx, node, run):
             run(out, *ins)
             return (out,)
         return fn
-    return Lowered([ctx.buffer_spec(node.outputs[0])], make)
+
+    def bind_default(bufs, ins):
+        if bind is not None:
+            return bind(bufs[0], *ins)
+        return functools.partial(run, bufs[0], *ins)
+    spec = ctx.buffer_spec(node.outputs[0]) + (() if inplace is None else (inplace,))
+    return Lowered([spec], make, bind_default, scratch)
 
 
 def _input_array(ctx, node, k):
@@ -120,6 +164,108 @@ def _generic(node, ctx):
     return Lowered([('fresh',)] * len(node.outputs), make)
 
 
+# ------------------------------------------------------------------------------- direct kernel calls
+#
+# A bound step (see plan.py) calls the compiled kernel itself with every argument resolved once: the
+# qvision_kernels wrappers validate dtypes, shapes and contiguity and derive their arguments at every call
+# (5-7 us, ~1 ms per frame of a detector).  The checks are made here instead, once, on the planned arrays.
+# The arguments mirror the wrappers' own calls (qvision_kernels.conv / fconv / eltwise / pool); when a
+# wrapper's internals are not what this code expects, the step falls back to the wrapper (same result,
+# slower).  Tests compare the bound path with the wrappers on whole models (Engine.intermediates runs the
+# unbound steps).
+
+def _kernels(family):
+    return K._registry.module(family)
+
+
+def _fixed(a, dtype, shape=None):
+    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and (shape is None or a.shape == tuple(shape)))
+
+
+def _bind_conv(layer, x, out, nt, quantized):
+    """Direct call of QConv2d / FConv2d on planned NHWC ``x`` and ``out``."""
+    fallback = functools.partial(layer, x, out=out, num_threads=nt)
+    dtype = np.uint8 if quantized else np.float32
+    try:
+        mod, (oc, kh, kw, cg) = layer._mod, layer.weight_shape
+        shape = layer.output_shape(x.shape)
+        geometry = (kh, kw, layer.stride[0], layer.stride[1], layer.pads[0], layer.pads[1],
+                    layer.dilation[0], layer.dilation[1])
+        if not (_fixed(x, dtype) and x.ndim == 4 and x.shape[3] == layer.in_channels
+                and _fixed(out, dtype, shape)):
+            return fallback
+        if quantized:
+            q = (layer.x_zero_point, layer.y_zero_point, layer.act_min, layer.act_max)
+            if layer.depthwise:
+                return functools.partial(mod.depthwise, x, layer._w, layer._bias, layer._mult, out,
+                                         *geometry, *q, nt)
+            return functools.partial(mod.conv2d, x, layer._w, layer._bias, layer._mult, out, layer.groups, cg,
+                                     oc // layer.groups, *geometry, *q, layer.mode, nt)
+        act = (layer.act_min, layer.act_max)
+        if layer.depthwise:
+            return functools.partial(mod.depthwise, x, layer._w, layer._bias, out, *geometry, *act, nt)
+        return functools.partial(mod.conv2d, x, layer._w, layer._bias, out, layer.groups, cg, oc // layer.groups,
+                                 *geometry, *act, layer.mode, nt)
+    except (AttributeError, TypeError, ValueError):
+        return fallback
+
+
+def _bind_lut(x, table, out, nt):
+    if not (_fixed(x, np.uint8) and _fixed(out, np.uint8, x.shape) and _fixed(table, np.uint8, (256,))):
+        return functools.partial(K.lut_apply, x, table, out=out, num_threads=nt)
+    if x.size == 0:
+        return _nothing
+    return functools.partial(_kernels('eltwise').lut_apply, x.reshape(-1), table, out.reshape(-1), nt)
+
+
+def _nothing():
+    pass
+
+
+def _bind_binary(kern, a, b, out, args, nt):
+    """Direct call of add_int8 / mul_int8 / add_f32 / mul_f32 (``b`` broadcasts to ``a``)."""
+    fallback = functools.partial(kern, a, b, *args, out=out, num_threads=nt)
+    E = K.eltwise
+    try:
+        dtype = np.float32 if kern in (K.add_f32, K.mul_f32) else np.uint8
+        if not (_fixed(a, dtype) and _fixed(b, dtype) and _fixed(out, dtype, a.shape)) or out.size == 0:
+            return fallback
+        shape, bstrides = E._broadcast_plan(a.shape, b.shape)
+        flat = (a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, bstrides)
+        mod = _kernels('eltwise')
+        if kern is K.add_int8:
+            return functools.partial(mod.add_u8, *flat, *E._add_params(*args), nt)
+        if kern is K.mul_int8:
+            return functools.partial(mod.mul_u8, *flat, *E._mul_params(*args), nt)
+        return functools.partial(mod.binary_f32, *flat, kern is K.mul_f32, nt)
+    except (AttributeError, TypeError, ValueError, K.KernelError):
+        return fallback
+
+
+def _bind_maxpool(x, out, kernel, strides, pads, dilations, ceil_mode, nt):
+    fallback = functools.partial(K.max_pool2d, x, kernel, strides, pads, dilations, ceil_mode, out=out,
+                                 num_threads=nt)
+    try:
+        g = K.pool._plan(x.shape, kernel, strides, pads, dilations, ceil_mode)
+        if x.dtype not in (np.uint8, np.float32) or not (_fixed(x, x.dtype) and _fixed(out, x.dtype, g.out_shape)):
+            return fallback
+        mod = _kernels('pool')
+        kern = mod.max_pool2d_u8 if x.dtype == np.uint8 else mod.max_pool2d_f32
+        return functools.partial(kern, x, out, g.stride[0], g.stride[1], g.pads[0], g.pads[1], g.dilation[0],
+                                 g.dilation[1], g.h0, g.h1, g.w0, g.w1, nt)
+    except (AttributeError, TypeError, ValueError, K.KernelError):
+        return fallback
+
+
+def _bind_upsample(x, fh, fw, out, nt):
+    n, h, w, c = x.shape
+    if not (_fixed(x, x.dtype) and _fixed(out, x.dtype, (n, h * fh, w * fw, c))) or out.size == 0:
+        return functools.partial(K.upsample_nearest, x, fh, fw, out=out, num_threads=nt)
+    return functools.partial(_kernels('eltwise').upsample_nearest_bytes, x.view(np.uint8).reshape(n, h, w, -1),
+                             out.view(np.uint8).reshape(n, h * fh, w * fw, -1), fh, fw, nt)
+
+
 # ------------------------------------------------------------------------------------------ conv / gemm
 
 def _conv_geometry(node, ctx, kernel_hw):
@@ -143,8 +289,9 @@ def _conv(node, ctx):
                       None if b is None else b.astype(np.float32).reshape(-1),
                       stride=strides, padding=pads, dilation=dilations, groups=int(node.attrs.get('group', 1)),
                       act_min=node.attrs.get('_act_min'), act_max=node.attrs.get('_act_max'))
-    nt = ctx.nt
-    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt))
+    nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
+    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
+                   lambda out, x: _bind_conv(layer, x, out, nt, False))
 
 
 @lowering('QConv')
@@ -155,13 +302,21 @@ def _qconv(node, ctx):
     layer = K.QConv2d(np.ascontiguousarray(w.transpose(0, 2, 3, 1)), a['bias'], a['x_zero_point'],
                       a['multiplier'], a['y_zero_point'], stride=strides, padding=pads, dilation=dilations,
                       groups=int(a.get('group', 1)), act_min=a['act_min'], act_max=a['act_max'])
-    nt = ctx.nt
-    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt))
+    nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
+    return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
+                   lambda out, x: _bind_conv(layer, x, out, nt, True))
+
+
+def _conv_macs(ctx, node, oc, per_output):
+    """Multiply-adds of a convolution: output pixels x output channels x weights per output channel."""
+    shape = ctx.value(node.outputs[0]).shape
+    return int(np.prod(shape, dtype=np.int64)) // max(1, shape[1]) * oc * per_output
 
 
 def _fc_view(ctx, node, layer, k):
     """A fully-connected layer applied to the last axis of input [..., K] -> [..., N]."""
-    nt = ctx.nt
+    out_shape = ctx.phys(node.outputs[0])
+    nt = ctx.threads(node, int(np.prod(out_shape, dtype=np.int64)) * k)
     out_shape = ctx.phys(node.outputs[0])
 
     def make(bufs):
@@ -227,9 +382,10 @@ def _pool_args(node, ctx):
 @lowering('MaxPool')
 def _maxpool(node, ctx):
     kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.max_pool2d(x, kernel, strides, pads, dilations, ceil_mode,
-                                                            out=out, num_threads=nt))
+                                                            out=out, num_threads=nt),
+                   lambda out, x: _bind_maxpool(x, out, kernel, strides, pads, dilations, ceil_mode, nt))
 
 
 @lowering('AveragePool', 'QAveragePool')
@@ -239,7 +395,7 @@ def _avgpool(node, ctx):
     q = {}
     if node.op == 'QAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.avg_pool2d(x, kernel, strides, pads, ceil_mode, cip, out=out,
                                                             num_threads=nt, **q))
 
@@ -253,7 +409,7 @@ def _gap(node, ctx):
     q = {}
     if node.op == 'QGlobalAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
-    nt = ctx.nt
+    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.global_avg_pool2d(x, out=out, num_threads=nt, **q))
 
 
@@ -348,7 +504,7 @@ def _binary(node, ctx):
         return _generic(node, ctx)
     ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
     out_shape = y.physical_shape()
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if node.op == 'Pow':
         if cb is None or cb.size != 1:
             return _generic(node, ctx)
@@ -364,7 +520,8 @@ def _binary(node, ctx):
         c = ca
         if node.op in ('Add', 'Mul') and vb.physical_shape() == out_shape:
             kern = K.add_f32 if node.op == 'Add' else K.mul_f32
-            return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt))
+            return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt),
+                           lambda out, x: _bind_binary(kern, x, c, out, (), nt))
         f = _NUMPY_BINARY[node.op]
         return _single(ctx, node, lambda out, x: f(c, x, out=out))
     if cb is not None:
@@ -372,19 +529,23 @@ def _binary(node, ctx):
         if va.physical_shape() == out_shape:
             if node.op in ('Add', 'Mul'):
                 kern = K.add_f32 if node.op == 'Add' else K.mul_f32
-                return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt))
+                return _single(ctx, node, lambda out, x: kern(x, c, out=out, num_threads=nt),
+                               lambda out, x: _bind_binary(kern, x, c, out, (), nt))
             if node.op == 'Sub':
                 neg = np.require(-c, requirements="C")         # x - c == x + (-c) exactly
-                return _single(ctx, node, lambda out, x: K.add_f32(x, neg, out=out, num_threads=nt))
+                return _single(ctx, node, lambda out, x: K.add_f32(x, neg, out=out, num_threads=nt),
+                               lambda out, x: _bind_binary(K.add_f32, x, neg, out, (), nt))
         f = _NUMPY_BINARY[node.op]
         return _single(ctx, node, lambda out, x: f(x, c, out=out))
     sa, sb = va.physical_shape(), vb.physical_shape()
     if node.op in ('Add', 'Mul') and out_shape in (sa, sb):
         kern = K.add_f32 if node.op == 'Add' else K.mul_f32
         if sa == out_shape and _broadcasts(sb, out_shape):
-            return _single(ctx, node, lambda out, a, b: kern(a, b, out=out, num_threads=nt))
+            return _single(ctx, node, lambda out, a, b: kern(a, b, out=out, num_threads=nt),
+                           lambda out, a, b: _bind_binary(kern, a, b, out, (), nt))
         if sb == out_shape and _broadcasts(sa, out_shape):
-            return _single(ctx, node, lambda out, a, b: kern(b, a, out=out, num_threads=nt))
+            return _single(ctx, node, lambda out, a, b: kern(b, a, out=out, num_threads=nt),
+                           lambda out, a, b: _bind_binary(kern, b, a, out, (), nt))
     f = _NUMPY_BINARY[node.op]
     return _single(ctx, node, lambda out, a, b: f(a, b, out=out))
 
@@ -404,22 +565,25 @@ def _qbinary(node, ctx):
     args = (a['a_scale'], a['a_zero_point'], a['b_scale'], a['b_zero_point'], a['y_scale'], a['y_zero_point'],
             a['act_min'], a['act_max'])
     ca, cb = _input_array(ctx, node, 0), _input_array(ctx, node, 1)
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if ca is not None:
         raise node_error(node, 'internal: the first operand of a quantised binary op is constant')
     if not _broadcasts(cb.shape if cb is not None else ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])):
         raise node_error(node, 'internal: operand %s does not broadcast to %s'
                          % (ctx.phys(node.inputs[1]), ctx.phys(node.outputs[0])))
     if cb is not None:
-        return _single(ctx, node, lambda out, x: kern(x, cb, *args, out=out, num_threads=nt))
-    return _single(ctx, node, lambda out, x, y: kern(x, y, *args, out=out, num_threads=nt))
+        return _single(ctx, node, lambda out, x: kern(x, cb, *args, out=out, num_threads=nt),
+                       lambda out, x: _bind_binary(kern, x, cb, out, args, nt), inplace=0)
+    return _single(ctx, node, lambda out, x, y: kern(x, y, *args, out=out, num_threads=nt),
+                   lambda out, x, y: _bind_binary(kern, x, y, out, args, nt), inplace=0)
 
 
 @lowering('QLut')
 def _qlut(node, ctx):
     table = node.attrs['table']
-    nt = ctx.nt
-    return _single(ctx, node, lambda out, x: K.lut_apply(x, table, out=out, num_threads=nt))
+    nt = ctx.threads(node)
+    return _single(ctx, node, lambda out, x: K.lut_apply(x, table, out=out, num_threads=nt),
+                   lambda out, x: _bind_lut(x, table, out, nt), inplace=0)
 
 
 @lowering('QuantizeLinear')
@@ -433,19 +597,41 @@ def _quantize(node, ctx):
     info = np.iinfo(dtype)
     scale = np.float32(s.reshape(-1)[0])
     z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
-    tmp = np.empty(x.physical_shape(), np.float32)
-
     lo, hi = np.float32(info.min) - z, np.float32(info.max) - z
+    to_nhwc = bool(node.attrs.get('_to_nhwc'))
+    shape = x.physical_shape()
+    # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
+    # reference's float32 operations (integers below 2**24 are exact in float32); the last addition
+    # writes the integer type directly
+    if to_nhwc:
+        # the model input NCHW -> NHWC in the same pass: one image plane at a time (in cache), the last
+        # operation storing into the channel's strided place in the output
+        n, c, h, w = shape
+        planes = [(x_i, c_i) for x_i in range(n) for c_i in range(c)]
 
-    def run(out, x):
-        # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
-        # reference's float32 operations (integers below 2**24 are exact in float32)
-        np.divide(x, scale, out=tmp)
-        np.rint(tmp, out=tmp)
-        np.clip(tmp, lo, hi, out=tmp)
-        np.add(tmp, z, out=tmp)
-        np.copyto(out, tmp, casting='unsafe')
-    return _single(ctx, node, run)
+        def run(out, tmp, plane, x):
+            for i, k in planes:
+                np.divide(x[i, k], scale, out=tmp)
+                np.rint(tmp, out=tmp)
+                _clip_ufunc(tmp, lo, hi, out=tmp)
+                np.add(tmp, z, out=plane, casting='unsafe')
+                out[i, :, :, k] = plane
+        scratch = [((h, w), np.float32), ((h, w), dtype)]
+    else:
+        def run(out, tmp, x):
+            np.divide(x, scale, out=tmp)
+            np.rint(tmp, out=tmp)
+            _clip_ufunc(tmp, lo, hi, out=tmp)
+            np.add(tmp, z, out=out, casting='unsafe')
+        scratch = [(shape, np.float32)]
+
+    def make(bufs):
+        def fn(x):
+            run(*bufs, x)
+            return (bufs[0],)
+        return fn
+    return Lowered([ctx.buffer_spec(node.outputs[0])], make, lambda bufs, ins: functools.partial(
+        run, *bufs, *ins), scratch)
 
 
 @lowering('DequantizeLinear')
@@ -459,9 +645,9 @@ def _dequantize(node, ctx):
     z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
 
     def run(out, q):
-        # float32(q - zp) * s: q and zp are exact in float32, the difference too
-        np.copyto(out, q, casting='unsafe')
-        out -= z
+        # float32(q - zp) * s: q and zp are exact in float32, the difference too (the subtraction reads
+        # the integers as float32 itself)
+        np.subtract(q, z, out=out, dtype=np.float32)
         out *= scale
     return _single(ctx, node, run)
 
@@ -498,7 +684,8 @@ def _transpose(node, ctx):
     if ctx.nhwc(node.outputs[0]):
         raise node_error(node, 'internal: Transpose writes its output in logical order')
     perm = tuple(perm)
-    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)))
+    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)),
+                   lambda out, x: functools.partial(np.copyto, out, x.transpose(perm)))
 
 
 def _to_layout(node, ctx, to_nhwc):
@@ -526,7 +713,8 @@ def _to_layout(node, ctx, to_nhwc):
                     for k in range(c):
                         out[i, k] = x[i, :, :, k]
         return _single(ctx, node, run)
-    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)))
+    return _single(ctx, node, lambda out, x: np.copyto(out, x.transpose(perm)),
+                   lambda out, x: functools.partial(np.copyto, out, x.transpose(perm)))
 
 
 @lowering('ToNHWC')
@@ -555,7 +743,7 @@ def _concat(node, ctx):
               for k, name in enumerate(names)}
     runtime = [k for k in range(len(names)) if consts[k] is None]
     dtype = ctx.value(node.outputs[0]).dtype
-    nt = ctx.nt
+    nt = ctx.threads(node)
     n = len(names)
 
     def gather(ins):
@@ -567,14 +755,78 @@ def _concat(node, ctx):
             arrays[k] = x
         return arrays
 
+    tables = [None] * n
     if node.op == 'QConcat':
+        from .passes import concat_tables
         a = node.attrs
-        return _single(ctx, node, lambda out, *ins: K.concat_int8(
-            gather(ins), a['scales'], a['zero_points'], a['y_scale'], a['y_zero_point'], axis=axis, out=out,
-            num_threads=nt))
-    if dtype == np.float32:
-        return _single(ctx, node, lambda out, *ins: K.concat_f32(gather(ins), axis=axis, out=out, num_threads=nt))
-    return _single(ctx, node, lambda out, *ins: np.concatenate(gather(ins), axis=axis, out=out))
+        tables = concat_tables(node)
+        if 'tables' in a:           # composed tables (fold_concat_rescale): not the kernel's parameters
+            def run(out, sc, *ins):
+                _bind_concat(gather(ins), out, axis, tables, sc, nt)()
+        else:
+            def run(out, sc, *ins):
+                K.concat_int8(gather(ins), a['scales'], a['zero_points'], a['y_scale'], a['y_zero_point'],
+                              axis=axis, out=out, num_threads=nt)
+    elif dtype == np.float32:
+        def run(out, sc, *ins):
+            K.concat_f32(gather(ins), axis=axis, out=out, num_threads=nt)
+    else:
+        def run(out, sc, *ins):
+            np.concatenate(gather(ins), axis=axis, out=out)
+    shapes = [ctx.phys(name) if consts[k] is None else consts[k].shape for k, name in enumerate(names)]
+    need = max([int(np.prod(sh)) for sh, t in zip(shapes, tables) if t is not None], default=0)
+
+    def make(bufs):
+        out, sc = bufs[0], (bufs[1] if need else None)
+
+        def fn(*ins):
+            run(out, sc, *ins)
+            return (out,)
+        return fn
+
+    def bind(bufs, ins):
+        return _bind_concat(gather(ins), bufs[0], axis, tables, bufs[1] if need else None, nt)
+    return Lowered([ctx.buffer_spec(node.outputs[0])], make, bind, [((need,), np.uint8)] if need else [])
+
+
+def concat_rescale_table(scale, zero_point, y_scale, y_zero_point):
+    """The uint8 table of what QConcat does to one input of ``(scale, zero_point)`` (computed by the
+    concat kernel itself on the 256 codes), or None when the input is copied unchanged."""
+    codes = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    table = K.concat_int8([codes], [scale], [zero_point], y_scale, y_zero_point, axis=1).reshape(256)
+    return None if np.array_equal(table, codes.reshape(256)) else np.ascontiguousarray(table)
+
+
+def _bind_concat(arrays, out, axis, tables, scratch, nt):
+    """Concatenation as strided copies into the output: the output seen as rows of bytes [outer, bytes],
+    input i a band of columns; rows are copied as units of up to 16 bytes (NumPy void types), which is
+    several times faster than byte loops for the narrow channel counts of small detectors.  An input with
+    other quantisation parameters than the output goes through its rescale table first (into
+    ``scratch``)."""
+    outer = int(np.prod(out.shape[:axis], dtype=np.int64))
+    if outer == 0 or out.size == 0:
+        return _nothing
+    rows = out.reshape(outer, -1).view(np.uint8)
+    widths = [x.reshape(outer, -1).view(np.uint8).shape[1] for x in arrays]
+    unit = next(u for u in (16, 8, 4, 2, 1) if rows.shape[1] % u == 0 and all(w % u == 0 for w in widths))
+    vtype = np.dtype('V%d' % unit) if unit > 1 else np.dtype(np.uint8)
+    dst = rows.view(vtype)
+    calls = []
+    col = 0
+    for x, table, width in zip(arrays, tables, widths):
+        if width:
+            if table is not None:
+                tmp = scratch[:x.size].reshape(x.shape)
+                calls.append(_bind_lut(x, table, tmp, nt))
+                x = tmp
+            src = x.reshape(outer, -1).view(np.uint8).view(vtype)
+            calls.append(functools.partial(np.copyto, dst[:, col // unit:(col + width) // unit], src))
+        col += width
+
+    def step():
+        for call in calls:
+            call()
+    return step
 
 
 @lowering('Split')
@@ -597,7 +849,15 @@ def _split(node, ctx):
                     np.copyto(buf, x[ix])
             return tuple(bufs)
         return fn
-    return Lowered([ctx.buffer_spec(o) if o else ('fresh',) for o in outs], make)
+
+    def bind(bufs, ins):
+        pairs = [(buf, ins[0][ix]) for buf, ix in zip(bufs, index) if buf is not None]
+
+        def step():
+            for buf, src in pairs:
+                np.copyto(buf, src)
+        return step
+    return Lowered([ctx.buffer_spec(o) if o else ('fresh',) for o in outs], make, bind)
 
 
 @lowering('Slice')
@@ -607,7 +867,8 @@ def _slice(node, ctx):
     spec = slice_spec(node, x.shape, consts, ctx.graph.opset)
     if x.layout == 'NHWC':
         spec = tuple(spec[a] for a in NCHW_TO_NHWC)
-    return _single(ctx, node, lambda out, x, *rest: np.copyto(out, x[spec]))
+    return _single(ctx, node, lambda out, x, *rest: np.copyto(out, x[spec]),
+                   lambda out, x, *rest: functools.partial(np.copyto, out, x[spec]))
 
 
 @lowering('Softmax', 'LogSoftmax')
@@ -625,15 +886,22 @@ def _softmax(node, ctx):
     if x.dtype != np.float32:
         return _generic(node, ctx)
 
+    reduced = list(x.physical_shape())
+    reduced[pa] = 1
+    m = np.empty(reduced, np.float32)      # per-step work arrays (small: one value per row)
+    t = np.empty(reduced, np.float32)
+
     def run(out, x):
-        m = np.max(x, axis=pa, keepdims=True)
+        np.max(x, axis=pa, keepdims=True, out=m)
         np.subtract(x, m, out=out)
         if log:
-            s = np.log(np.sum(np.exp(out), axis=pa, keepdims=True))
-            out -= s
+            np.sum(np.exp(out), axis=pa, keepdims=True, out=t)
+            np.log(t, out=t)
+            out -= t
         else:
             np.exp(out, out=out)
-            out /= np.sum(out, axis=pa, keepdims=True)
+            np.sum(out, axis=pa, keepdims=True, out=t)
+            out /= t
     return _single(ctx, node, run)
 
 
@@ -669,7 +937,7 @@ def _resize(node, ctx):
         return _generic(node, ctx)
     h, w = x.shape[2:]
     ho, wo = out_shape[2:]
-    nt = ctx.nt
+    nt = ctx.threads(node)
     if mode == 'nearest':
         ih = nearest_index(coord, nearest, h, ho, scales[2])
         iw = nearest_index(coord, nearest, w, wo, scales[3])
@@ -677,7 +945,8 @@ def _resize(node, ctx):
             fh, fw = ho // h, wo // w
             if np.array_equal(ih, np.arange(ho) // fh) and np.array_equal(iw, np.arange(wo) // fw):
                 return _single(ctx, node, lambda out, x, *r: K.upsample_nearest(x, fh, fw, out=out,
-                                                                                 num_threads=nt))
+                                                                                 num_threads=nt),
+                               lambda out, x, *r: _bind_upsample(x, fh, fw, out, nt))
         return _single(ctx, node, lambda out, x, *r: np.copyto(out, x[:, ih][:, :, iw]))
     h0, h1, wh = linear_weights(coord, h, ho, scales[2])
     w0, w1, ww = linear_weights(coord, w, wo, scales[3])

@@ -512,15 +512,26 @@ def _act_bounds_q(graph, act, yp):
     return activation_bounds('clip', s, zp, lo, hi)
 
 
+# Largest reduction (values summed per output) of a layer with -128 weights: |acc| <= K * 255 * 128 must
+# fit in int32 (the kernels' own bound, for weights in [-127, 127], is K * 255 * 127).
+MAX_REDUCTION_W128 = (2 ** 31 - 1) // (255 * 128)
+
+
 def _weight_int8(wv):
-    """(int8 weight, per-channel float32 scales [OC]) of a folded DequantizeLinear weight usable by the
-    int8 kernels (symmetric: zero point 0, values in [-127, 127], per tensor or per output channel)."""
+    """(int8 weight, per-channel float32 scales [OC], axis) of a folded DequantizeLinear weight usable by
+    the int8 kernels (symmetric: zero point 0, per tensor or per output channel).
+
+    Weights are normally in [-127, 127] (DESIGN.md section 3; ONNX Runtime's quantizer writes that range).
+    PyTorch's fake quantisation uses [-128, 127] by default, so QAT exports carry some -128 weights: they
+    are accepted too (every instruction-set variant multiplies them exactly - VPDPBUSD, the AVX2
+    emulation whose 16-bit products of one non-zero byte per pair stay within 255 * 128, SDOT, and the
+    int16 depthwise path), as long as the reduction cannot overflow int32 with them."""
     if wv is None or wv.qconst is None:
         return None
     q, p = wv.qconst
     if q.dtype != np.int8 or np.any(p.zero_point != 0) or q.size == 0:
         return None
-    if q.min() < -127:
+    if q.min() < -127 and (q[0].size if q.ndim != 2 else max(q.shape)) > MAX_REDUCTION_W128:
         return None
     oc = q.shape[0]
     if p.scale.size == 1:
@@ -549,6 +560,103 @@ def _bias_int32(graph, name, s_x, s_w):
     if b.size != target.size or np.abs(b).max(initial=0) >= 2 ** 31:
         return False
     return b.astype(np.int32)
+
+
+_AFFINE_OPS = ('Mul', 'Div', 'Add', 'Sub')
+
+
+def _channel_vector(graph, name, oc, rank):
+    """The constant ``name`` as float64 [oc] when it broadcasts to an output [N, oc, ...] of rank ``rank``
+    per channel (or is a scalar), else None."""
+    c = graph.const(name)
+    if c is None or c.dtype.kind != 'f' or c.ndim > rank:
+        return None
+    if c.size == 1:
+        return np.full(oc, float(c.reshape(-1)[0]))
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if shape[1] != oc or any(d != 1 for k, d in enumerate(shape) if k != 1):
+        return None
+    return c.astype(np.float64).reshape(-1)
+
+
+def fold_conv_affine(graph):
+    """A convolution with a quantised (DequantizeLinear) weight followed by per-channel affine float ops
+    - ``Mul`` / ``Div`` by, ``Add`` / ``Sub`` of constants that broadcast per output channel (a
+    BatchNormalization has become such a pair by then) - takes them into its weight scale and bias::
+
+        y = conv(x, DQ(W_q, s_w)) * a + c  =  conv(x, DQ(W_q', s_w * |a|)) + (b * a + c)
+
+    with ``W_q' = sign(a) * W_q`` per channel; the int8 weights are kept, only their scales change.  This
+    is the graph PyTorch exports for a QAT ``ConvBn`` module (``Conv -> Div -> Add -> BatchNormalization``
+    before the activation's fake quantiser).  Equal to the float graph up to float rounding (folded in
+    float64, rounded once to float32).  A channel with ``a == 0``, or with ``a < 0`` and a -128 weight, stops
+    the fold."""
+    consumers = graph.consumers()
+    for conv in list(graph.nodes):
+        if conv.op != 'Conv':
+            continue
+        wv = graph.values[conv.inputs[1]]
+        if wv.qconst is None or wv.qconst[0].dtype != np.int8 or wv.qconst[0].ndim != 4:
+            continue
+        q, p = wv.qconst
+        oc = q.shape[0]
+        if np.any(p.zero_point != 0) or not (p.scale.size == 1 or p.axis == 0):
+            continue
+        b = graph.const(conv.input(2))
+        if conv.input(2) and b is None:
+            continue
+        rank = len(graph.values[conv.outputs[0]].shape)
+        a_tot = np.ones(oc)
+        c_tot = np.zeros(oc) if b is None else b.astype(np.float64).reshape(-1)
+        chain = []
+        tail = conv.outputs[0]
+        while True:
+            users = consumers.get(tail, [])
+            if len(users) != 1 or tail in graph.outputs or users[0].op not in _AFFINE_OPS:
+                break
+            op = users[0]
+            if len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
+                break
+            k = 1 if op.inputs[0] == tail else 0
+            if k == 0 and op.op in ('Div', 'Sub'):
+                break                                   # c / y, c - y: not affine in y
+            v = _channel_vector(graph, op.inputs[k], oc, rank)
+            y = graph.values[op.outputs[0]]
+            if v is None or y.shape != graph.values[tail].shape or y.dtype != np.float32:
+                break
+            if op.op == 'Mul':
+                a_tot, c_tot = a_tot * v, c_tot * v
+            elif op.op == 'Div':
+                if np.any(v == 0):
+                    break
+                a_tot, c_tot = a_tot / v, c_tot / v
+            elif op.op == 'Add':
+                c_tot = c_tot + v
+            else:
+                c_tot = c_tot - v
+            chain.append(op)
+            tail = op.outputs[0]
+        if not chain or np.any(a_tot == 0) or not np.all(np.isfinite(a_tot)) \
+                or not np.all(np.isfinite(c_tot)):
+            continue
+        neg = a_tot < 0
+        if np.any(q[neg] == -128):
+            continue
+        s_w = np.broadcast_to(p.scale.astype(np.float64).reshape(-1), (oc,))
+        new_q = np.where(neg.reshape(-1, 1, 1, 1), -q.astype(np.int16), q).astype(np.int8)
+        new_s = (s_w * np.abs(a_tot)).astype(np.float32)
+        if not np.all(np.isfinite(new_s)) or np.any(new_s == 0):
+            continue
+        new_w = (new_q.astype(np.float32) * new_s.reshape(-1, 1, 1, 1)).astype(np.float32)
+        wname = graph.add_const(new_w, conv.name + '.w_affine')
+        graph.values[wname].qconst = (new_q, QParams(new_s, np.zeros(oc, np.int8), 0))
+        bname = graph.add_const(c_tot.astype(np.float32), conv.name + '.b_affine')
+        conv.inputs = [conv.inputs[0], wname, bname]
+        conv.outputs = [tail]
+        for op in chain:
+            conv.origin = conv.origin + op.origin
+            graph.nodes.remove(op)
+        consumers = graph.consumers()
 
 
 def fuse_qdq_conv(graph):
@@ -776,6 +884,46 @@ def fuse_qdq_data_movement(graph):
         ctx = _QContext(graph)
 
 
+# data-movement ops whose output is no larger than their input (DequantizeLinear moved after them costs
+# no more than before)
+_SHRINKING_MOVEMENT = DATA_MOVEMENT - {'Resize', 'Upsample', 'Expand', 'Tile', 'Gather'}
+
+
+def sink_dequantize(graph):
+    """``op(DQ(x))`` -> ``DQ(op(x))`` for an op that only moves values and does not enlarge them (Reshape,
+    Transpose, Slice, Split, MaxPool, ...; the same identity as :func:`fuse_qdq_data_movement`), when its
+    output is not quantised again (that case is fused already).  QAT exports put fake quantisers only after
+    layers, so a ``chunk`` / ``view`` sits between a DequantizeLinear and the next quantised layer; moved
+    past it, the DequantizeLinear meets that layer and the layer's QDQ fusion applies.  Exact."""
+    from .graph import Node
+    ctx = _QContext(graph)
+    for node in list(graph.nodes):
+        if node.op not in _SHRINKING_MOVEMENT:
+            continue
+        src = ctx.dq_source(node.inputs[0])
+        if src is None or any(i and not graph.values[i].is_const for i in node.inputs[1:]):
+            continue
+        outs = [o for o in node.outputs if o]
+        if not outs or any(o in graph.outputs for o in outs):
+            continue
+        dq = ctx.producers[node.inputs[0]]
+        xq, _ = src
+        new_outs, dqs = [], []
+        for o in node.outputs:
+            if not o:
+                new_outs.append(o)
+                continue
+            u = graph.unique_name(o + '.u8')
+            graph.add_value(u, graph.values[o].shape, np.uint8)
+            new_outs.append(u)
+            dqs.append(Node('DequantizeLinear', [u] + dq.inputs[1:], [o], dict(dq.attrs), dq.name + '/' + o,
+                            '', list(dq.origin)))
+        moved = Node(node.op, [xq] + node.inputs[1:], new_outs, dict(node.attrs), node.name, '',
+                     list(node.origin))
+        _replace_node(graph, node, [moved] + dqs)
+        ctx = _QContext(graph)
+
+
 # binary ops allowed inside an element-wise region (with a scalar constant or two region operands)
 _REGION_BINARY = {'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'PRelu'}
 MAX_REGION_NODES = 16
@@ -859,6 +1007,12 @@ def fuse_qdq_lut(graph):
         sy, zy = yp.scalar()
         if not order:
             table = _requant_table(xp, yp)
+            if table is None and qnode.outputs[0] not in graph.outputs:
+                # Q(DQ(x)) with the same parameters is x (two fake quantisers in a row in a QAT export)
+                graph.rename_input_uses(qnode.outputs[0], xq)
+                graph.nodes.remove(qnode)
+                ctx = _QContext(graph)
+                continue
             if table is None:
                 table = np.arange(256, dtype=np.uint8)
         else:
@@ -935,6 +1089,223 @@ def compose_luts(graph):
         graph.remove_dead()
 
 
+# split_conv_for_slices applies from this many output pixels (measured: below it, reading the input once
+# per part costs about what the slice copies do)
+SPLIT_MIN_PIXELS = 40 * 40
+SPLIT_MIN_CHANNELS = 16
+
+
+def split_conv_for_slices(graph):
+    """``Slice_i(QLut(QConv(x)))`` where the slices cut the channels into contiguous parts (YOLOv8's C2f
+    ``chunk(2, 1)`` after its first convolution) -> one ``QConv -> QLut`` per part, computing each part's
+    channels straight into their own buffer: no slice copies, and a part read only by a concatenation
+    can then take the concatenation's rescale into its table (fold_concat_rescale).  The same integer
+    arithmetic per channel: exact.  For large outputs only (``SPLIT_MIN_PIXELS``), parts of at least
+    ``SPLIT_MIN_CHANNELS`` channels."""
+    from .graph import Node
+    consumers = graph.consumers()
+    producers = graph.producers()
+    for lut in list(graph.nodes):
+        if lut.op != 'QLut':
+            continue
+        conv = producers.get(lut.inputs[0])
+        z = lut.outputs[0]
+        if conv is None or conv.op != 'QConv' or int(conv.attrs.get('group', 1)) != 1 or \
+                len(consumers.get(conv.outputs[0], [])) != 1 or conv.outputs[0] in graph.outputs or \
+                z in graph.outputs:
+            continue
+        shape = graph.values[z].shape
+        if len(shape) != 4 or shape[2] * shape[3] < SPLIT_MIN_PIXELS:
+            continue
+        users = consumers.get(z, [])
+        parts = [_slice_range(graph, u, 1) for u in users]
+        if len(users) < 2 or any(p is None for p in parts):
+            continue
+        order = sorted(range(len(users)), key=lambda k: parts[k][1])
+        bounds = [(parts[k][1], parts[k][2]) for k in order]
+        if bounds[0][0] != 0 or bounds[-1][1] != shape[1] or \
+                any(a[1] != b[0] for a, b in zip(bounds, bounds[1:])) or \
+                any(b - a < SPLIT_MIN_CHANNELS for a, b in bounds):
+            continue
+        new_nodes = []
+        a = conv.attrs
+        mult = np.broadcast_to(np.asarray(a['multiplier'], np.float32).reshape(-1), (shape[1],))
+        for k in order:
+            lo, hi = parts[k][1], parts[k][2]
+            out = users[k].outputs[0]
+            mid = graph.unique_name(out + '.conv')
+            graph.add_value(mid, (shape[0], hi - lo) + shape[2:], np.uint8)
+            attrs = dict(a, weight=np.ascontiguousarray(a['weight'][lo:hi]),
+                         bias=None if a['bias'] is None else np.ascontiguousarray(a['bias'][lo:hi]),
+                         multiplier=np.ascontiguousarray(mult[lo:hi]))
+            new_nodes.append(Node('QConv', list(conv.inputs), [mid], attrs, '%s[%d:%d]' % (conv.name, lo, hi),
+                                  '', list(conv.origin)))
+            new_nodes.append(Node('QLut', [mid], [out], dict(lut.attrs), '%s[%d:%d]' % (lut.name, lo, hi), '',
+                                  list(lut.origin) + list(users[k].origin)))
+        _replace_node(graph, conv, new_nodes)
+        graph.nodes.remove(lut)
+        for u in users:
+            graph.nodes.remove(u)
+        graph.remove_dead()
+        consumers = graph.consumers()
+        producers = graph.producers()
+
+
+def _slice_range(graph, node, axis):
+    """(source, start, stop) when Slice ``node`` takes the contiguous range [start, stop) of logical
+    ``axis`` of its source and everything of the other axes; else None."""
+    from .ops import slice_spec
+    if node.op != 'Slice' or any(i and not graph.values[i].is_const for i in node.inputs[1:]):
+        return None
+    src = graph.values[node.inputs[0]]
+    consts = [None] + [graph.const(i) for i in node.inputs[1:]]
+    try:
+        spec = slice_spec(node, src.shape, consts, graph.opset)
+    except ModelError:
+        return None
+    for a, (sl, dim) in enumerate(zip(spec, src.shape)):
+        start, stop, step = sl.indices(dim)
+        if step != 1 or stop < start:
+            return None
+        if a != axis and (start, stop) != (0, dim):
+            return None
+        if a == axis:
+            rng = (start, stop)
+    return node.inputs[0], rng[0], rng[1]
+
+
+def merge_concat_slices(graph):
+    """``Concat(..., Slice(x)[a:b], Slice(x)[b:c], ...)`` along the sliced axis reads ``x[a:c]`` once:
+    ``x`` itself when [a:c] is all of it (the two halves of YOLOv8's C2f split, concatenated again after
+    the bottleneck), else one Slice.  For QConcat the merged inputs must have the same parameters (they do:
+    slices move the values of one tensor).  A Slice read by nothing else disappears.  Exact."""
+    from .graph import Node
+    producers = graph.producers()
+    for node in list(graph.nodes):
+        if node.op not in ('Concat', 'QConcat') or len(node.inputs) < 2:
+            continue
+        rank = len(graph.values[node.outputs[0]].shape)
+        axis = int(node.attrs['axis']) % rank
+        names = list(node.inputs)
+        q = node.op == 'QConcat'
+        params = list(zip(node.attrs['scales'], node.attrs['zero_points'])) if q else [None] * len(names)
+        merged, merged_params = [], []
+        k = 0
+        while k < len(names):
+            p = producers.get(names[k])
+            r = _slice_range(graph, p, axis) if p is not None else None
+            j = k + 1
+            while r is not None and j < len(names) and params[j] == params[k]:
+                pj = producers.get(names[j])
+                rj = _slice_range(graph, pj, axis) if pj is not None else None
+                if rj is None or rj[0] != r[0] or rj[1] != r[2]:
+                    break
+                r = (r[0], r[1], rj[2])
+                j += 1
+            if j == k + 1:
+                merged.append(names[k])
+            else:
+                src = graph.values[r[0]]
+                if (r[1], r[2]) == (0, src.shape[axis]):
+                    merged.append(r[0])
+                else:
+                    out = graph.unique_name(node.name + '.slice')
+                    shape = list(src.shape)
+                    shape[axis] = r[2] - r[1]
+                    graph.add_value(out, shape, src.dtype)
+                    consts = [graph.add_const(np.array([v], np.int64), node.name + '.' + what)
+                              for v, what in ((r[1], 'starts'), (r[2], 'ends'), (axis, 'axes'))]
+                    i = graph.nodes.index(node)
+                    graph.nodes.insert(i, Node('Slice', [r[0]] + consts, [out], {}, out, '', []))
+                    merged.append(out)
+            merged_params.append(params[k])
+            k = j
+        if len(merged) == len(names):
+            continue
+        node.inputs = merged
+        if q:
+            node.attrs['scales'] = [p[0] for p in merged_params]
+            node.attrs['zero_points'] = [p[1] for p in merged_params]
+        graph.remove_dead()
+        producers = graph.producers()
+
+
+# ops through which a per-value non-decreasing map (a requantisation table) commutes
+_TABLE_COMMUTES = {'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose', 'Slice', 'MaxPool', 'Resize',
+                   'Upsample', 'Identity', 'DepthToSpace', 'SpaceToDepth'}
+
+
+def concat_tables(node):
+    """The per-input uint8 tables of a QConcat (None: copied unchanged): the ``tables`` attribute when
+    :func:`fold_concat_rescale` has set it, else the rescale of each input's parameters to the output's."""
+    if 'tables' in node.attrs:
+        return list(node.attrs['tables'])
+    from .lowering import concat_rescale_table
+    a = node.attrs
+    return [concat_rescale_table(s, z, a['y_scale'], a['y_zero_point'])
+            for s, z in zip(a['scales'], a['zero_points'])]
+
+
+def fold_concat_rescale(graph):
+    """A QConcat input whose parameters differ from the output's is rescaled by a 256-entry table ``T``
+    on its way in.  When the input comes from a QLut or another QConcat that nothing else reads (through
+    single-reader Reshape / Transpose / Slice / MaxPool / nearest Resize, which commute with the
+    non-decreasing ``T``), ``T`` is composed into that producer's table(s) instead and the input is then a
+    plain copy: ``T[f[x]]`` is one lookup, exact.  The producer's uint8 output then carries the concat's
+    output parameters, so the values on the way are renamed (``<name>.rescaled``): they are no longer the
+    model's tensors of those names."""
+    changed = True
+    while changed:
+        changed = False
+        producers = graph.producers()
+        consumers = graph.consumers()
+        for node in graph.nodes:
+            if node.op != 'QConcat':
+                continue
+            tables = concat_tables(node)
+            for k, table in enumerate(tables):
+                if table is None:
+                    continue
+                v = node.inputs[k]
+                if node.inputs.count(v) != 1:
+                    continue
+                p = producers.get(v)
+                chain = [(v, node)]                     # (value, its reader) from the concat upwards
+                while p is not None and p.op in _TABLE_COMMUTES and len(consumers.get(v, [])) == 1 \
+                        and v not in graph.outputs and len(p.outputs) == 1 and \
+                        not (p.op in ('Resize', 'Upsample') and p.attrs.get('mode', 'nearest') != 'nearest'):
+                    if any(i and not graph.values[i].is_const for i in p.inputs[1:]):
+                        p = None
+                        break
+                    v = p.inputs[0]
+                    chain.append((v, p))
+                    p = producers.get(v)
+                if p is None or len(consumers.get(v, [])) != 1 or v in graph.outputs or \
+                        graph.values[v].dtype != np.uint8:
+                    continue
+                if p.op == 'QLut':
+                    p.attrs['table'] = np.ascontiguousarray(table[p.attrs['table']])
+                elif p.op == 'QConcat' and p is not node:
+                    ident = np.arange(256, dtype=np.uint8)
+                    p.attrs['tables'] = [np.ascontiguousarray(table[ident if t is None else t])
+                                         for t in concat_tables(p)]
+                else:
+                    continue
+                # the values on the way now hold other numbers than the model's tensors of those names
+                for name, user in chain:
+                    new = graph.unique_name(name + '.rescaled')
+                    old_v = graph.values[name]
+                    graph.add_value(new, old_v.shape, old_v.dtype)
+                    user.inputs = [new if i == name else i for i in user.inputs]
+                    prod = producers[name]
+                    prod.outputs = [new if o == name else o for o in prod.outputs]
+                tables[k] = None
+                node.attrs['tables'] = tables
+                changed = True
+            if changed:
+                break
+
+
 def dq_values(scale, zero_point):
     """The 256 real values of uint8 codes, as DequantizeLinear computes them (float32)."""
     from qvision_kernels.requant import dequantize
@@ -953,24 +1324,29 @@ PASSES = [
     ('fold_batchnorm', fold_batchnorm),
     ('batchnorm_to_affine', batchnorm_to_affine),
     ('int8_activations_to_uint8', int8_activations_to_uint8),
+    ('fold_conv_affine', fold_conv_affine),
+    ('fuse_qdq_data_movement', fuse_qdq_data_movement),
+    ('sink_dequantize', sink_dequantize),
     ('fuse_qdq_conv', fuse_qdq_conv),
     ('fuse_qdq_binary', fuse_qdq_binary),
     ('fuse_qdq_concat', fuse_qdq_concat),
     ('fuse_qdq_average', fuse_qdq_average),
-    ('fuse_qdq_data_movement', fuse_qdq_data_movement),
     ('fuse_qdq_lut', fuse_qdq_lut),
     ('remove_dead', remove_dead),
     ('compose_luts', compose_luts),
+    ('split_conv_for_slices', split_conv_for_slices),
+    ('merge_concat_slices', merge_concat_slices),
+    ('fold_concat_rescale', fold_concat_rescale),
     ('fuse_conv_activation', fuse_conv_activation),
     ('fuse_silu', fuse_silu),
     ('remove_dead_final', remove_dead),
 ]
 
 # passes that may be switched off (for tests and debugging); the others are needed to run at all
-OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fuse_qdq_conv', 'fuse_qdq_binary',
-                   'fuse_qdq_concat', 'fuse_qdq_average', 'fuse_qdq_data_movement', 'fuse_qdq_lut',
-                   'compose_luts',
-                   'fuse_conv_activation', 'fuse_silu'}
+OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
+                   'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
+                   'fuse_qdq_lut', 'compose_luts', 'split_conv_for_slices', 'merge_concat_slices',
+                   'fold_concat_rescale', 'fuse_conv_activation', 'fuse_silu'}
 
 
 def run_passes(graph, disable=()):

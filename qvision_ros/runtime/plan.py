@@ -5,6 +5,13 @@ and friends), or arrays the step allocates itself (the rare ops without a kernel
 from a pool of blocks: a block is handed to a tensor when the tensor is produced and returned when its
 last reader has run, so tensors whose lifetimes do not overlap share memory; nothing is allocated per
 run except by the few NumPy-only ops.
+
+Most values are therefore *fixed arrays*: the same buffer (or the same view of one) at every run.  A
+step whose inputs are all fixed is bound once to them (``Lowered.bind``): the run loop calls a callable
+without arguments, usually a ``functools.partial`` of a compiled kernel with every argument resolved, so a
+step costs the kernel and its argument conversion and no Python of ours.  A step that reads a model input
+or the fresh array of a NumPy-only op goes through a small closure that reads and writes the value table.
+Views of fixed arrays are computed at plan time and cost nothing at run time.
 """
 import time
 from typing import NamedTuple, Tuple
@@ -37,6 +44,23 @@ def _precision(dtype):
     return dtype.name
 
 
+def _dynamic_step(fn, ins, outs, keep, env):
+    """A step that reads the value table (model inputs, fresh arrays): ``fn(*inputs)``, results stored."""
+    if len(outs) == 1:
+        (o,), (j,) = outs, keep
+
+        def step():
+            env[o] = fn(*[env[i] for i in ins])[j]
+    else:
+        pairs = list(zip(outs, keep))
+
+        def step():
+            res = fn(*[env[i] for i in ins])
+            for o, j in pairs:
+                env[o] = res[j]
+    return step
+
+
 class Plan:
     """Steps and buffers for one set of input shapes."""
 
@@ -60,45 +84,92 @@ class Plan:
                                                                        for o in node.outputs]))
         self._slot = slot
         self._env = env
-        self._transient = [k for k, name in enumerate(names) if not graph.values[name].is_const]
         self.input_slots = [slot[i] for i in graph.inputs]
         self.output_slots = [slot[o] for o in graph.outputs]
         self.arena_bytes, buffers = self._plan_memory(steps, len(names))
-        program, info = [], []
+        fixed = [None] * len(names)         # value slot -> the array it is at every run, when it is one
+        program, where, slow, info = [], [], [], []
         for k, (node, lowered, ins, outs) in enumerate(steps):
-            bufs = [buffers.get((k, j)) for j in range(len(outs))]
+            bufs = [buffers.get((k, j)) for j in range(len(lowered.specs) + len(lowered.scratch))]
             fn = lowered.make(bufs)
             keep = [j for j, o in enumerate(outs) if o is not None]
-            program.append((fn, ins, [outs[j] for j in keep], keep))
+            kept_outs = [outs[j] for j in keep]
+            slow.append((fn, ins, kept_outs, keep))
+            specs = [lowered.specs[j] for j in keep]
+            fixed_ins = [fixed[i] for i in ins]
+            all_fixed = all(a is not None for a in fixed_ins)
+            if all_fixed and specs and all(s[0] == 'view' for s in specs):
+                res = fn(*fixed_ins)                     # views of fixed arrays: computed once, now
+                for o, j in zip(kept_outs, keep):
+                    fixed[o] = res[j]
+            elif all_fixed and lowered.bind is not None and all(s[0] == 'buffer' for s in specs):
+                program.append(lowered.bind(bufs, fixed_ins))
+                where.append(k)
+            else:
+                program.append(_dynamic_step(fn, ins, kept_outs, keep, env))
+                where.append(k)
+            for o, j, s in zip(kept_outs, keep, specs):
+                if s[0] == 'buffer':
+                    fixed[o] = bufs[j]
             out_vals = [graph.values[o] for o in node.outputs if o]
             in_vals = [graph.values[i] for i in node.inputs if i and not graph.values[i].is_const]
             precision = _precision(out_vals[0].dtype) if out_vals else 'fp32'
             info.append((node.origin[0] if node.origin else node.name, node.op, precision,
                          tuple(v.physical_shape() for v in in_vals),
                          tuple(v.physical_shape() for v in out_vals), tuple(node.origin)))
-        self.program = program
-        self.info = info
+        self._fixed = [(s, a) for s, a in enumerate(fixed) if a is not None]
+        for s, a in self._fixed:
+            env[s] = a
+        self._transient = [k for k, name in enumerate(names)
+                           if not graph.values[name].is_const and fixed[k] is None]
+        self.program = program          # callables without arguments, in order
+        self._where = where             # step index of each program entry
+        self._slow = slow               # (fn, input slots, output slots, output indices) of every step
+        self.info = info                # one record per step (bound, dynamic, or computed at plan time)
 
     def _plan_memory(self, steps, n_values):
         """Storage per value, lifetimes, and a best-fit reuse of blocks; returns (total bytes,
-        {(step, output index): array})."""
+        {(step, output or scratch index): array})."""
         storage = [None] * n_values         # value slot -> storage id
         sizes, specs, defined = [], [], []
+        aliases = {}                        # (step, output index) -> storage id of the input it overwrites
+        last_read = [-1] * n_values
         for k, (node, lowered, ins, outs) in enumerate(steps):
-            for j, (spec, o) in enumerate(zip(lowered.specs, outs)):
+            for i in ins:
+                last_read[i] = k
+        outputs = set(self.output_slots)
+        members = {}                        # storage id -> value slots stored there
+        for k, (node, lowered, ins, outs) in enumerate(steps):
+            extra = [('buffer',) + tuple(sc) for sc in lowered.scratch]
+            outs = list(outs) + [None] * (len(lowered.specs) - len(outs)) + [None] * len(extra)
+            for j, (spec, o) in enumerate(zip(list(lowered.specs) + extra, outs)):
                 if o is None:
                     if spec[0] == 'buffer':
                         sizes.append(int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize)
                         specs.append((k, j, spec))
                         defined.append(k)
                     continue
+                if spec[0] == 'buffer' and len(spec) > 3:
+                    # may overwrite input spec[3] when nothing reads that memory after this step
+                    src = ins[spec[3]]
+                    st = storage[src]
+                    if st is not None and sum(storage[i] == st for i in ins) == 1 and \
+                            sizes[st] == int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize and \
+                            all(last_read[u] <= k and u not in outputs for u in members.get(st, [])):
+                        storage[o] = st
+                        members[st].append(o)
+                        aliases[(k, j)] = (st, spec)
+                        continue
                 if spec[0] == 'buffer':
+                    members[len(sizes)] = [o]
                     storage[o] = len(sizes)
                     sizes.append(int(np.prod(spec[1], dtype=np.int64)) * np.dtype(spec[2]).itemsize)
                     specs.append((k, j, spec))
                     defined.append(k)
                 elif spec[0] == 'view':
                     storage[o] = storage[ins[spec[1]]]
+                    if storage[o] is not None:
+                        members[storage[o]].append(o)
         last = list(defined)
         for k, (node, lowered, ins, outs) in enumerate(steps):
             for i in ins:
@@ -140,47 +211,50 @@ class Plan:
             blocks.append(raw[off:off + size])
         buffers = {}
         for s, (k, j, spec) in enumerate(specs):
-            _, shape, dtype = spec
-            nbytes = sizes[s]
-            buffers[(k, j)] = blocks[block_of[s]][:nbytes].view(dtype).reshape(shape)
+            shape, dtype = spec[1], spec[2]
+            buffers[(k, j)] = blocks[block_of[s]][:sizes[s]].view(dtype).reshape(shape)
+        for (k, j), (s, spec) in aliases.items():
+            buffers[(k, j)] = blocks[block_of[s]][:sizes[s]].view(spec[2]).reshape(spec[1])
         return int(sum(block_size)), buffers
 
     def run(self, arrays, profile=None, capture=None):
         """Run on the input arrays (graph input order); returns the outputs (fresh arrays).  With
-        ``profile`` a list, one time per step is appended to it; with ``capture`` a dict, a copy of
-        every intermediate value (logical NCHW order) is stored in it by name (for debugging: buffers
-        are reused, so values are copied as they are produced)."""
+        ``profile`` a list, one time per step is appended to it (0 for the steps computed at plan time);
+        with ``capture`` a dict, a copy of every intermediate value (logical NCHW order) is stored in it by
+        name (for debugging: buffers are reused, so values are copied as they are produced)."""
         env = self._env
         if capture is not None:
             return self._run_capture(arrays, capture)
         for s, a in zip(self.input_slots, arrays):
             env[s] = a
         if profile is None:
-            for fn, ins, outs, keep in self.program:
-                res = fn(*[env[i] for i in ins])
-                for o, j in zip(outs, keep):
-                    env[o] = res[j]
+            for step in self.program:
+                step()
         else:
             clock = time.perf_counter
-            for fn, ins, outs, keep in self.program:
+            times = [0.0] * len(self.info)
+            for k, step in zip(self._where, self.program):
                 t0 = clock()
-                res = fn(*[env[i] for i in ins])
-                profile.append(clock() - t0)
-                for o, j in zip(outs, keep):
-                    env[o] = res[j]
+                step()
+                times[k] = clock() - t0
+            profile.extend(times)
         return self._finish()
 
     def _run_capture(self, arrays, capture):
+        """Every step in order through its unbound function (the slow path), copying each output."""
         env = self._env
         names = {k: name for name, k in self._slot.items()}
         for s, a in zip(self.input_slots, arrays):
             env[s] = a
-        for fn, ins, outs, keep in self.program:
+        for fn, ins, outs, keep in self._slow:
             res = fn(*[env[i] for i in ins])
             for o, j in zip(outs, keep):
                 env[o] = res[j]
                 capture[names[o]] = _logical(self.graph.values[names[o]], res[j])
-        return self._finish()
+        result = self._finish()
+        for s, a in self._fixed:            # the bound steps read these very arrays
+            env[s] = a
+        return result
 
     def _finish(self):
         env = self._env

@@ -1,0 +1,80 @@
+"""The execution plan: bound steps call the compiled kernels directly and compute what the checked
+wrappers compute; element-wise steps overwrite their input when nothing reads it later; the OpenMP wait
+policy default."""
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models import model_bytes, qdq_bytes
+from qvision_ros.runtime import Engine
+
+CASES = [('yolov8', 'int8'), ('yolov8', 'fp32'), ('mobilenetv2', 'int8'), ('mobilenetv2', 'fp32'),
+         ('resnet', 'int8'), ('yolov5', 'int8')]
+
+
+def _engine(name, precision, threads=1):
+    return Engine(qdq_bytes(name) if precision == 'int8' else model_bytes(name), num_threads=threads)
+
+
+def _plan(engine):
+    return engine._plans[engine._default_key]
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('name,precision', CASES)
+def test_bound_steps_equal_the_wrappers(name, precision, threads):
+    """``run`` (steps bound to the kernels) against ``intermediates`` (every step through the checked
+    qvision_kernels wrappers): the same bytes."""
+    engine = _engine(name, precision, threads)
+    x = np.random.default_rng(3).random(engine.inputs[0].shape, dtype=np.float32)
+    fast = engine.run({'images': x})
+    slow = engine.intermediates({'images': x})
+    for info, a in zip(engine.outputs, fast):
+        np.testing.assert_array_equal(a, slow[info.name])
+    np.testing.assert_array_equal(engine.run({'images': x})[0], fast[0])     # and again, after the slow path
+
+
+def _kernel_of(step):
+    f = step.func if isinstance(step, functools.partial) else None
+    return getattr(f, '__module__', None) or ''
+
+
+@pytest.mark.parametrize('name,precision', [('yolov8', 'int8'), ('mobilenetv2', 'int8'), ('yolov8', 'fp32')])
+def test_heavy_steps_call_compiled_kernels(name, precision):
+    """Convolutions, tables, element-wise and pooling steps are partials of the compiled kernels, not the
+    Python wrappers (a silent fallback would cost ~5 us per step)."""
+    engine = _engine(name, precision)
+    plan = _plan(engine)
+    direct = {'QConv', 'Conv', 'QLut', 'QAdd', 'QMul', 'MaxPool'}
+    checked = 0
+    for k, step in zip(plan._where, plan.program):
+        op = plan.info[k][1]
+        if op in direct:
+            assert _kernel_of(step).startswith('qvision_kernels._gen_'), (plan.info[k], step)
+            checked += 1
+    assert checked >= 20
+
+
+def test_element_wise_steps_overwrite_their_input():
+    engine = _engine('yolov8', 'int8')
+    plan = _plan(engine)
+    shared = 0
+    for k, step in zip(plan._where, plan.program):
+        if plan.info[k][1] == 'QLut' and isinstance(step, functools.partial):
+            x, _, out = step.args[:3]
+            shared += np.shares_memory(x, out)
+    assert shared >= 40, shared
+
+
+def test_openmp_wait_policy_default():
+    code = ('import os, qvision_ros.runtime; print(os.environ.get("OMP_WAIT_POLICY"))')
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'PASSIVE'
+    env['OMP_WAIT_POLICY'] = 'active'
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'active'
