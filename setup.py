@@ -182,6 +182,7 @@ setup(
     entry_points={
         'console_scripts': [
             'qvision-bench-kernels = qvision_ros.bench_kernels:main',
+            'qvision-bench-engine = qvision_ros.bench_engine:main',
         ],
     },
 )

@@ -6,18 +6,9 @@
 (:mod:`.lowering`) and the execution plan (:mod:`.plan`).  :mod:`.zoo` builds small PyTorch models of the
 supported families for benchmarks and tests (it needs torch; nothing else here imports it).
 """
-import os
-
-# The kernels' OpenMP worker threads sleep while they wait for work unless the user chose a policy.
-# With libgomp's default (spin ~300k iterations, then sleep) every one of the ~200 parallel regions of a
-# frame stalls for a scheduler time slice whenever the other cores are busy - a robot runs drivers and
-# other nodes beside inference - and two-thread runs were measured 100x slower than one thread on a
-# shared machine; with PASSIVE they are not.  libgomp reads this once, when the first kernel module
-# loads (at the first Engine), so it only takes effect if no OpenMP kernel has run before in the process.
-if 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ:
-    os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
-
-from .engine import Engine, TensorInfo, summarize_profile  # noqa: E402
+# Importing the kernels (through .engine) makes idle OpenMP threads sleep unless the user chose a wait
+# policy: see qvision_kernels/__init__.py (two-thread runs stalled on a shared machine otherwise).
+from .engine import Engine, TensorInfo, summarize_profile
 from .plan import LayerRecord
 
 __all__ = ['Engine', 'TensorInfo', 'LayerRecord', 'summarize_profile']

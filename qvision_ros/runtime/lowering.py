@@ -216,7 +216,8 @@ def _bind_lut(x, table, out, nt):
         return functools.partial(K.lut_apply, x, table, out=out, num_threads=nt)
     if x.size == 0:
         return _nothing
-    return functools.partial(_kernels('eltwise').lut_apply, x.reshape(-1), table, out.reshape(-1), nt)
+    mod = _kernels('eltwise')
+    return functools.partial(mod.lut_apply, x.reshape(-1), table, out.reshape(-1), nt, mod.HAS_VBMI)
 
 
 def _nothing():
