@@ -13,7 +13,9 @@ import os
 # frame stalls for a scheduler time slice whenever the other cores are busy - a robot runs drivers and
 # other nodes beside inference - and two-thread runs were measured 100x slower than one thread on a
 # shared machine; with PASSIVE they are not.  libgomp reads this once, when the first kernel module
-# loads (at the first Engine), so it only takes effect if no OpenMP kernel has run before in the process.
+# loads (at the first Engine), so it only takes effect if no OpenMP code has run before in the process -
+# PyTorch loads a libgomp.so.1 of its own, which the kernels then share: import this before torch, or
+# set OMP_WAIT_POLICY=PASSIVE in the environment.
 if 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ:
     os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
 
