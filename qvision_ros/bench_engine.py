@@ -209,13 +209,15 @@ def _parse(argv):
 
 def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
+    # First: the engine sets the OpenMP wait policy, which libgomp reads when it loads - and PyTorch
+    # brings a libgomp.so.1 of its own that the kernels then share, so it must not load before.
+    from .runtime import Engine  # noqa: F401
+    import qvision_kernels
     try:
         import torch  # noqa: F401 - the zoo builds the models with it
     except ImportError:
         print('qvision-bench-engine builds its models with PyTorch: pip install torch', file=sys.stderr)
         return 2
-    from .runtime import Engine  # noqa: F401 - sets the OpenMP wait policy before the kernels load
-    import qvision_kernels
 
     ort = _import_ort()
 

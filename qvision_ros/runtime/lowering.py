@@ -80,9 +80,12 @@ class LowerContext:
         return 1 if nbytes < SMALL_BYTES else self.nt
 
 
-# Below these, a step runs on one thread (LowerContext.threads): ~10-20 us of work on one core.
-SMALL_MACS = 1 << 21
-SMALL_BYTES = 1 << 15
+# Below these, a step runs on one thread (LowerContext.threads): ~50 us of work on one core.  Workers
+# sleep between regions (OMP_WAIT_POLICY=PASSIVE, runtime/__init__.py), so waking one costs several
+# microseconds, and on a busy machine a region waits until the other core is free: fewer, larger parallel
+# regions keep two-thread runs from stalling.
+SMALL_MACS = 1 << 23
+SMALL_BYTES = 1 << 17
 
 
 LOWERINGS = {}
