@@ -17,8 +17,9 @@ from .reference.conv import conv_output_size
 from .requant import fold_input_zero_point
 from .threads import resolve_num_threads
 
-# The reduction of one output channel must not overflow int32: K * 255 * 127 < 2**31.
-MAX_REDUCTION = (2 ** 31 - 1) // (255 * 127)
+# The reduction of one output channel must not overflow int32: K * 255 * 128 < 2**31 (weights may be -128:
+# PyTorch's quantisation-aware training exports the full int8 range).
+MAX_REDUCTION = (2 ** 31 - 1) // (255 * 128)
 
 
 def _int_tuple(v, n):

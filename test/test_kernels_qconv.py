@@ -633,3 +633,20 @@ def test_qlinear_bad_arguments(qconv_isa):
                      (np.zeros(8, np.uint8), 'uint8'), (np.zeros((3, 7), np.uint8), 'input has 7 features')):
         with pytest.raises(KernelError, match=match):
             fc(x)
+
+
+@pytest.mark.parametrize('path', ['direct', 'rows', 'patch', 'depthwise', 'gemm'])
+def test_minus_128_weights(qconv_isa, path):
+    # DESIGN.md keeps weights in [-127, 127], but QAT exports from PyTorch use the full int8 range: -128
+    # must be exact too (255 * -128 fits VPMADDUBSW's int16 in the AVX2 emulation; SDOT takes it).
+    rng = np.random.default_rng(128)
+    c, oc, groups, k = {'direct': (16, 20, 1, 3), 'rows': (3, 16, 1, 3), 'patch': (6, 16, 2, 3),
+                        'depthwise': (24, 24, 24, 3), 'gemm': (64, 33, 1, 1)}[path]
+    w = rng.choice(np.array([-128, -127, 127, 0, 1], np.int8), size=(oc, k, k, c // groups))
+    x = np.full((2, 7, 9, c), 255, np.uint8)
+    x[1] = rng.integers(0, 256, size=x[1].shape, dtype=np.uint8)
+    mult = np.full(oc, 1.0 / 2 ** 14, np.float32)
+    bias = rng.integers(-1000, 1000, size=oc, dtype=np.int32)
+    got = QConv2d(w, bias, 3, mult, 128, padding=k // 2, groups=groups, isa=qconv_isa)(x)
+    want = reference.conv2d_int8(x, w, bias, 3, mult, 128, pads=(k // 2,) * 4, groups=groups)
+    assert_bitexact(got, want, '-128 weights path=%s isa=%s' % (path, qconv_isa))
