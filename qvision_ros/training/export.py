@@ -10,6 +10,7 @@ Sub, Div.  Metadata (when the ``onnx`` package is there): ``names`` (class names
 import copy
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ def export_onnx(detector, path, image_size=320, names=None, opset=13):
     dummy = torch.zeros(1, 3, image_size, image_size)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter (dynamo=False) is deprecated but still gives the plain static graph.
+        warnings.simplefilter('ignore', DeprecationWarning)
         torch.onnx.export(model, (dummy,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     try:

@@ -12,8 +12,9 @@ keeps the best.  At the end it exports the best weights to ``<out>/detector_<siz
 mAP through ``qvision_ros.vision.Decoder`` - the figure to quote.  ``<out>/metrics.json`` holds every
 figure and ``<out>/train.log`` the progress.
 
-``--time-limit`` (minutes) stops training early, after the current iteration, and still exports the best
-epoch; the schedule is planned for ``--epochs`` regardless.
+``--time-limit`` (minutes, counted from the start, data rendering included) stops training after the
+iteration that passes it and still validates and exports the best epoch; the learning-rate schedule then
+follows whichever runs out first, the planned epochs or the time, so that it always ends annealed.
 """
 import argparse
 import json
@@ -221,15 +222,21 @@ def train(args):
     total_iters = iters_per_epoch * args.epochs
     warmup = min(args.warmup, max(1, total_iters // 3))
 
-    def lr_at(it):
+    def lr_at(it, now=None):
+        """Linear warm-up, then a cosine from --lr to --final-lr x --lr over whichever runs out first:
+        the planned iterations or the time limit."""
         if it < warmup:
             return args.lr * (0.1 + 0.9 * it / warmup)
         t = (it - warmup) / max(1, total_iters - warmup)
+        if deadline is not None and now is not None:
+            t = max(t, (now - t_train) / max(1.0, deadline - t_train))
+        t = min(1.0, t)
         return args.lr * (args.final_lr + (1 - args.final_lr) * 0.5 * (1 + math.cos(math.pi * t)))
 
     history, best_map, best_epoch, it, stopped = [], -1.0, -1, 0, False
     best_path = os.path.join(args.out, 'best.pt')
     deadline = t_start + args.time_limit * 60 if args.time_limit > 0 else None
+    t_train = time.time()
     for epoch in range(args.epochs):
         dataset.set_epoch(epoch)
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
@@ -244,8 +251,9 @@ def train(args):
             if deadline is not None and time.time() > deadline:
                 stopped = True
                 break
+            lr = lr_at(it, time.time())
             for group in optimizer.param_groups:
-                group['lr'] = lr_at(it)
+                group['lr'] = lr
             loss, parts = criterion(model(images), labels, boxes, mask)
             if not torch.isfinite(loss):
                 raise RuntimeError('loss is not finite at iteration %d (parts %s)' % (it, parts.tolist()))
@@ -268,7 +276,7 @@ def train(args):
         m = (sums / n_batches).tolist()
         total = criterion.gains[0] * m[0] + criterion.gains[1] * m[1] + criterion.gains[2] * m[2]
         record = {'epoch': epoch + 1, 'iterations': it, 'loss': total, 'box': m[0], 'cls': m[1], 'dfl': m[2],
-                  'lr': lr_at(it - 1), 'epoch_seconds': time.time() - t_epoch,
+                  'lr': lr, 'epoch_seconds': time.time() - t_epoch,
                   'elapsed_seconds': time.time() - t_start}
         last = epoch == args.epochs - 1 or stopped
         if (epoch + 1) % args.val_every == 0 or last:
