@@ -30,6 +30,7 @@ that, since objects cannot pop in and out of a clip.
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -824,7 +825,46 @@ def write_video(path, n_frames=150, seed=0, size=(480, 360), fps=15.0, ground_tr
     return out_path, gt_path
 
 
+def _parse_size(text):
+    try:
+        w, _, h = text.lower().partition('x')
+        return (int(w), int(h)) if h else int(w)
+    except ValueError:
+        raise ConfigError('size must be N or WxH, got %r' % (text,)) from None
+
+
+def main(argv=None):
+    """``python -m qvision_ros.synthetic dataset OUT_DIR ...`` or ``... video PATH ...``."""
+    import argparse
+    p = argparse.ArgumentParser(prog='qvision-synthetic', description='Synthetic road scenes with exact boxes.')
+    sub = p.add_subparsers(dest='what', required=True)
+    d = sub.add_parser('dataset', help='images + COCO annotations.json')
+    d.add_argument('out_dir')
+    d.add_argument('--images', type=int, default=500)
+    d.add_argument('--seed', type=int, default=1)
+    d.add_argument('--size', default='320', help='N or WxH')
+    d.add_argument('--format', choices=IMAGE_FORMATS, default='jpg')
+    v = sub.add_parser('video', help='a clip of moving objects + COCO ground truth per frame')
+    v.add_argument('path', help='.mp4 (mp4v, falls back to .avi MJPG) or .avi')
+    v.add_argument('--frames', type=int, default=150)
+    v.add_argument('--seed', type=int, default=0)
+    v.add_argument('--size', default='640x480', help='N or WxH')
+    v.add_argument('--fps', type=float, default=15.0)
+    args = p.parse_args(argv)
+    try:
+        if args.what == 'dataset':
+            print(generate_dataset(args.out_dir, args.images, args.seed, _parse_size(args.size), args.format))
+        else:
+            print(*write_video(args.path, args.frames, args.seed, _parse_size(args.size), args.fps))
+    except (ConfigError, DataError) as e:
+        sys.exit('error: %s' % e)
+
+
+if __name__ == '__main__':
+    main()
+
+
 __all__ = ['CLASSES', 'MIN_VISIBILITY', 'Annotation', 'Background', 'Photometric', 'Scene', 'SceneObject',
            'apply_photometric', 'coco_categories', 'draw_object', 'generate_dataset', 'random_background',
            'random_object', 'random_photometric', 'random_scene', 'render_background', 'render_scene',
-           'scene_for_index', 'video_scene', 'write_video']
+           'scene_for_index', 'video_scene', 'write_video', 'main']

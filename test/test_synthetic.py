@@ -204,3 +204,13 @@ def test_bad_video_arguments(tmp_path):
     for kwargs in ({'n_frames': 0}, {'fps': 0}, {'size': (8, 8)}):
         with pytest.raises(ConfigError):
             S.write_video(str(tmp_path / 'v.mp4'), **kwargs)
+
+
+def test_command_line_writes_a_dataset_and_a_video(tmp_path, capsys):
+    S.main(['dataset', str(tmp_path / 'd'), '--images', '3', '--size', '96x64', '--seed', '2'])
+    coco = json.load(open(tmp_path / 'd' / 'annotations.json'))
+    assert len(coco['images']) == 3 and coco['images'][0]['width'] == 96 and coco['images'][0]['height'] == 64
+    S.main(['video', str(tmp_path / 'v.mp4'), '--frames', '5', '--size', '96'])
+    assert os.path.exists(capsys.readouterr().out.split()[-2])
+    with pytest.raises(SystemExit):
+        S.main(['dataset', str(tmp_path / 'e'), '--images', '-2'])

@@ -64,17 +64,18 @@ def render_training_scene(seed, index, size=320, epoch=0):
 
 
 def augment_sample(image, boxes, labels, seed, epoch, index, size=320, augment=True):
-    """Place a scene on the ``size`` x ``size`` canvas (randomly scaled, moved and flipped when
+    """Place a scene on the ``size`` x ``size`` canvas (fitted, then randomly scaled, moved and flipped when
     ``augment``, else centred) and jitter its colours -> (rgb, boxes, labels)."""
     h, w = image.shape[:2]
+    fit = size / max(h, w)       # 1 for a scene rendered at this size
     aug = np.random.default_rng([int(seed), 8, int(epoch), int(index)])
     if augment:
-        scale = math.exp(aug.uniform(math.log(0.7), math.log(1.35)))
+        scale = fit * math.exp(aug.uniform(math.log(0.7), math.log(1.35)))
         flip = aug.random() < 0.5
         cx = size / 2 + aug.uniform(-0.2, 0.2) * size
         cy = size / 2 + aug.uniform(-0.2, 0.2) * size
     else:
-        scale, flip, cx, cy = 1.0, False, size / 2, size / 2
+        scale, flip, cx, cy = fit, False, size / 2, size / 2
     sx = -scale if flip else scale
     # x' = sx * (x - w / 2) + cx, y' = scale * (y - h / 2) + cy
     m = np.array([[sx, 0, cx - sx * w / 2], [0, scale, cy - scale * h / 2]], np.float64)
@@ -147,16 +148,19 @@ def make_dataset(n_images, seed, size=320, augment=True, fresh=True, scenes=None
     class _Synthetic(Dataset):
         def __init__(self):
             self.epoch = 0
+            self.size = size
 
-        def set_epoch(self, epoch):
+        def set_epoch(self, epoch, size=None):
+            """Samples of ``epoch``, at ``size`` (None: the size given to make_dataset)."""
             self.epoch = int(epoch)
+            self.size = self.size if size is None else int(size)
 
         def __len__(self):
             return n_images
 
         def __getitem__(self, index):
             if scenes is not None:
-                return augment_sample(*scenes[index], seed, self.epoch, index, size, augment)
-            return training_sample(seed, self.epoch, index, size, augment, fresh)
+                return augment_sample(*scenes[index], seed, self.epoch, index, self.size, augment)
+            return training_sample(seed, self.epoch, index, self.size, augment, fresh)
 
     return _Synthetic()

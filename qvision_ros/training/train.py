@@ -42,6 +42,10 @@ def _parse(argv):
     p.add_argument('--seed', type=int, default=0, help='seed of the training scenes, augmentation and init')
     p.add_argument('--val-seed', type=int, default=1, help='seed of the validation scenes')
     p.add_argument('--imgsz', type=int, default=320, help='network input size (square)')
+    p.add_argument('--low-res', type=int, default=0,
+                   help='train at this smaller size first (multiple of 32; 0: off) - cheaper early epochs')
+    p.add_argument('--low-res-fraction', type=float, default=0.5,
+                   help='part of the schedule trained at --low-res (epochs starting before it)')
     p.add_argument('--batch', type=int, default=16)
     p.add_argument('--lr', type=float, default=2e-3, help='peak AdamW learning rate')
     p.add_argument('--final-lr', type=float, default=0.05, help='final learning rate as a fraction of --lr')
@@ -61,6 +65,8 @@ def _parse(argv):
             p.error('--%s must be >= 1' % name.replace('_', '-'))
     if args.imgsz % 32:
         p.error('--imgsz must be a multiple of 32')
+    if args.low_res and (args.low_res % 32 or not 64 <= args.low_res <= args.imgsz):
+        p.error('--low-res must be a multiple of 32 between 64 and --imgsz')
     try:
         args.widths = tuple(int(v) for v in args.widths.split(','))
     except ValueError:
@@ -238,7 +244,11 @@ def train(args):
     deadline = t_start + args.time_limit * 60 if args.time_limit > 0 else None
     t_train = time.time()
     for epoch in range(args.epochs):
-        dataset.set_epoch(epoch)
+        progress = it / total_iters
+        if deadline is not None:
+            progress = max(progress, (time.time() - t_train) / max(1.0, deadline - t_train))
+        size = args.low_res if args.low_res and progress < args.low_res_fraction else args.imgsz
+        dataset.set_epoch(epoch, size)
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, generator=gen,
                                              collate_fn=collate, num_workers=loader_workers,
@@ -275,7 +285,7 @@ def train(args):
             break
         m = (sums / n_batches).tolist()
         total = criterion.gains[0] * m[0] + criterion.gains[1] * m[1] + criterion.gains[2] * m[2]
-        record = {'epoch': epoch + 1, 'iterations': it, 'loss': total, 'box': m[0], 'cls': m[1], 'dfl': m[2],
+        record = {'epoch': epoch + 1, 'size': size, 'iterations': it, 'loss': total, 'box': m[0], 'cls': m[1], 'dfl': m[2],
                   'lr': lr, 'epoch_seconds': time.time() - t_epoch,
                   'elapsed_seconds': time.time() - t_start}
         last = epoch == args.epochs - 1 or stopped
@@ -288,8 +298,8 @@ def train(args):
                 best_map, best_epoch = result['map'], epoch + 1
                 save_checkpoint(best_path, evaluated, {'epoch': epoch + 1, 'val_map50': result['map']})
         history.append(record)
-        log('epoch %d/%d  loss %.4f (box %.4f cls %.4f dfl %.4f)  lr %.2e  %.0f s (total %.0f s)%s'
-            % (epoch + 1, args.epochs, total, m[0], m[1], m[2], record['lr'], record['epoch_seconds'],
+        log('epoch %d/%d  size %d  loss %.4f (box %.4f cls %.4f dfl %.4f)  lr %.2e  %.0f s (total %.0f s)%s'
+            % (epoch + 1, args.epochs, size, total, m[0], m[1], m[2], record['lr'], record['epoch_seconds'],
                record['elapsed_seconds'],
                '  val mAP@0.5 %.4f (%s)' % (record['val_map50'], ' '.join('%.3f' % a for a in record['val_ap50']))
                if 'val_map50' in record else ''))
@@ -304,7 +314,7 @@ def train(args):
                             names=synthetic.CLASSES)
     write_labels(os.path.join(args.out, 'labels.txt'), synthetic.CLASSES)
     summary = {'command': command, 'seed': args.seed, 'val_seed': args.val_seed, 'val_images': len(val),
-               'train_images_per_epoch': args.images, 'fresh_scenes': args.fresh_scenes,
+               'train_images_per_epoch': args.images, 'fresh_scenes': args.fresh_scenes, 'low_res': args.low_res,
                'epochs_run': len(history), 'iterations': it, 'threads': args.threads, 'workers': args.workers,
                'train_seconds': train_seconds, 'parameters': count_parameters(best), 'widths': list(args.widths),
                'reg_max': args.reg_max, 'best_epoch': best_epoch, 'val_map50_torch': best_map,

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Train the embedded default detector: a thin wrapper of ``python -m qvision_ros.training.train``.
+
+Example (the command of qvision_ros/data/MODEL_CARD.md):
+
+    python scripts/train_detector.py --out runs/detector --epochs 8 --images 4000 --batch 8 --time-limit 27
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from qvision_ros.training.train import main  # noqa: E402
+
+if __name__ == '__main__':
+    main()
