@@ -296,12 +296,22 @@ def train(args):
             record.update({'val_map50': result['map'], 'val_ap50': result['ap'], 'val_seconds': time.time() - t_val})
             if result['map'] > best_map:
                 best_map, best_epoch = result['map'], epoch + 1
-                save_checkpoint(best_path, evaluated, {'epoch': epoch + 1, 'val_map50': result['map']})
+                save_checkpoint(best_path, evaluated, {'epoch': epoch + 1, 'val_map50': result['map'],
+                                                       'weights': 'ema' if ema is not None else 'raw'})
+            if last and ema is not None:
+                # The average lags the weights; at the end of the schedule either may be better.
+                raw = map_of_outputs(predict(model, [v[0] for v in val], args.imgsz), val_gt, nc)
+                record['val_map50_raw'] = raw['map']
+                if raw['map'] > best_map:
+                    best_map, best_epoch = raw['map'], epoch + 1
+                    save_checkpoint(best_path, model, {'epoch': epoch + 1, 'val_map50': raw['map'], 'weights': 'raw'})
         history.append(record)
         log('epoch %d/%d  size %d  loss %.4f (box %.4f cls %.4f dfl %.4f)  lr %.2e  %.0f s (total %.0f s)%s'
             % (epoch + 1, args.epochs, size, total, m[0], m[1], m[2], record['lr'], record['epoch_seconds'],
                record['elapsed_seconds'],
-               '  val mAP@0.5 %.4f (%s)' % (record['val_map50'], ' '.join('%.3f' % a for a in record['val_ap50']))
+               '  val mAP@0.5 %.4f (%s)%s' % (record['val_map50'], ' '.join('%.3f' % a for a in record['val_ap50']),
+                                              '; raw weights %.4f' % record['val_map50_raw']
+                                              if 'val_map50_raw' in record else '')
                if 'val_map50' in record else ''))
         save_checkpoint(os.path.join(args.out, 'last.pt'), ema.ema if ema is not None else model, {'epoch': epoch + 1})
         if stopped:
@@ -317,7 +327,8 @@ def train(args):
                'train_images_per_epoch': args.images, 'fresh_scenes': args.fresh_scenes, 'low_res': args.low_res,
                'epochs_run': len(history), 'iterations': it, 'threads': args.threads, 'workers': args.workers,
                'train_seconds': train_seconds, 'parameters': count_parameters(best), 'widths': list(args.widths),
-               'reg_max': args.reg_max, 'best_epoch': best_epoch, 'val_map50_torch': best_map,
+               'reg_max': args.reg_max, 'best_epoch': best_epoch, 'best_weights': extra.get('weights'),
+               'val_map50_torch': best_map,
                'final_loss': history[-1]['loss'] if history else None, 'onnx': os.path.basename(onnx_path),
                'onnx_bytes': os.path.getsize(onnx_path), 'torch_version': torch.__version__,
                'classes': list(synthetic.CLASSES), 'history': history}
@@ -336,8 +347,8 @@ def train(args):
             % (diff, result['map'], ' '.join('%s %.3f' % (n, a) for n, a in zip(synthetic.CLASSES, result['ap']))))
     with open(os.path.join(args.out, 'metrics.json'), 'w') as f:
         json.dump(summary, f, indent=1)
-    log('best epoch %d, val mAP@0.5 %.4f; training %.0f s; wrote %s (%d bytes) and labels.txt'
-        % (best_epoch, best_map, train_seconds, onnx_path, summary['onnx_bytes']))
+    log('best: epoch %d (%s weights), val mAP@0.5 %.4f; training %.0f s; wrote %s (%d bytes) and labels.txt'
+        % (best_epoch, extra.get('weights'), best_map, train_seconds, onnx_path, summary['onnx_bytes']))
     log.close()
     return summary
 
