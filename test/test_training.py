@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+import onnxruntime  # noqa: F401  (the oracle; fail here when it is missing)
 import pytest
 import torch
 

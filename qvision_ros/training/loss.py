@@ -125,7 +125,7 @@ class DetectionLoss:
 
     def __call__(self, raw, gt_labels, gt_boxes, gt_mask):
         B = raw[0].shape[0]
-        R, C = self.reg_max, self.nc
+        R = self.reg_max
         x = torch.cat([r.flatten(2) for r in raw], 2).transpose(1, 2)                         # [B, A, 4R + C]
         dist_logits = x[..., :4 * R].reshape(B, -1, 4, R)
         cls_logits = x[..., 4 * R:]

@@ -285,8 +285,8 @@ def train(args):
             break
         m = (sums / n_batches).tolist()
         total = criterion.gains[0] * m[0] + criterion.gains[1] * m[1] + criterion.gains[2] * m[2]
-        record = {'epoch': epoch + 1, 'size': size, 'iterations': it, 'loss': total, 'box': m[0], 'cls': m[1], 'dfl': m[2],
-                  'lr': lr, 'epoch_seconds': time.time() - t_epoch,
+        record = {'epoch': epoch + 1, 'size': size, 'iterations': it, 'loss': total, 'box': m[0], 'cls': m[1],
+                  'dfl': m[2], 'lr': lr, 'epoch_seconds': time.time() - t_epoch,
                   'elapsed_seconds': time.time() - t_start}
         last = epoch == args.epochs - 1 or stopped
         if (epoch + 1) % args.val_every == 0 or last:
