@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Train the embedded default detector: a thin wrapper of ``python -m qvision_ros.training.train``.
 
-Example (the command of qvision_ros/data/MODEL_CARD.md):
+Example (the defaults are the recipe of qvision_ros/data/detector_320.onnx; MODEL_CARD.md there has the
+exact command):
 
-    python scripts/train_detector.py --out runs/detector --epochs 8 --images 4000 --batch 8 --time-limit 27
+    python scripts/train_detector.py --out runs/detector --workers 1 --time-limit 27
 """
 import os
 import sys

@@ -248,10 +248,12 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(DecodedDetector(loaded, SIZE)(x), DecodedDetector(model, SIZE)(x))
 
 
-def test_main_runs_one_short_epoch_and_writes_a_checked_model(tmp_path):
+@pytest.mark.parametrize('scenes', ['--fresh-scenes', '--fixed-scenes'])
+def test_main_runs_one_short_epoch_and_writes_a_checked_model(tmp_path, scenes):
     out = str(tmp_path / 'run')
     summary = main(['--out', out, '--epochs', '1', '--images', '16', '--val-images', '8', '--imgsz', str(SIZE),
-                    '--batch', '8', '--widths', ','.join(map(str, TINY)), '--warmup', '2'])
+                    '--batch', '8', '--widths', ','.join(map(str, TINY)), '--warmup', '2', scenes])
+    assert summary['fresh_scenes'] == (scenes == '--fresh-scenes')
     for name in ('detector_%d.onnx' % SIZE, 'labels.txt', 'metrics.json', 'best.pt', 'last.pt', 'train.log'):
         assert os.path.exists(os.path.join(out, name)), name
     assert open(os.path.join(out, 'labels.txt')).read().split('\n')[:5] == list(synthetic.CLASSES)

@@ -1,13 +1,15 @@
 """Train the embedded default detector on synthetic road scenes, on CPU.
 
-    python -m qvision_ros.training.train --out runs/detector --epochs 10 --images 4000 --threads 1
+    python -m qvision_ros.training.train --out runs/detector
 
-What it does: renders ``--images`` training scenes (once, or fresh every epoch with ``--fresh-scenes``),
+(the defaults are the recipe of the shipped ``qvision_ros/data/detector_320.onnx``; its MODEL_CARD.md gives
+the full command).  What it does: renders ``--images`` training scenes per epoch (fresh every epoch, or
+one set rendered once with ``--fixed-scenes``), at ``--low-res`` for the first part of the schedule,
 trains :class:`.model.Detector` with AdamW, a linear warm-up and a cosine learning rate, an exponential
-moving average of the weights, and the task-aligned losses of :mod:`.loss`; after every epoch it measures
-mAP@0.5 (VOC-style, :mod:`.metrics`) of the averaged weights on ``--val-images`` held-out scenes of
-``--val-seed`` (the images ``qvision_ros.synthetic.generate_dataset(dir, n, seed=val_seed)`` writes) and
-keeps the best.  At the end it exports the best weights to ``<out>/detector_<size>.onnx`` with
+moving average of the weights, and the task-aligned losses of :mod:`.loss`; every ``--val-every`` epochs
+it measures mAP@0.5 (VOC-style, :mod:`.metrics`) of the averaged weights (after the last epoch, of the raw
+weights too) on ``--val-images`` held-out scenes of ``--val-seed`` (the images
+``qvision_ros.synthetic.generate_dataset(dir, n, seed=val_seed)`` writes) and keeps the best.  At the end it exports the best weights to ``<out>/detector_<size>.onnx`` with
 ``labels.txt``, checks the ONNX file against PyTorch with ONNX Runtime (when installed) and measures its
 mAP through ``qvision_ros.vision.Decoder`` - the figure to quote.  ``<out>/metrics.json`` holds every
 figure and ``<out>/train.log`` the progress.
@@ -35,18 +37,22 @@ def _parse(argv):
     p = argparse.ArgumentParser(prog='qvision-train-detector', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', required=True, help='output folder (created)')
-    p.add_argument('--epochs', type=int, default=10)
-    p.add_argument('--images', type=int, default=4000, help='training scenes per epoch')
-    p.add_argument('--fresh-scenes', action='store_true', help='new scenes every epoch (else one fixed set)')
+    p.add_argument('--epochs', type=int, default=12)
+    p.add_argument('--images', type=int, default=2000, help='training scenes per epoch')
+    p.add_argument('--fresh-scenes', dest='fresh_scenes', action='store_true', default=True,
+                   help='new scenes every epoch (the default)')
+    p.add_argument('--fixed-scenes', dest='fresh_scenes', action='store_false',
+                   help='one set of scenes, rendered once before training and reused every epoch')
     p.add_argument('--val-images', type=int, default=500)
     p.add_argument('--seed', type=int, default=0, help='seed of the training scenes, augmentation and init')
     p.add_argument('--val-seed', type=int, default=1, help='seed of the validation scenes')
     p.add_argument('--imgsz', type=int, default=320, help='network input size (square)')
-    p.add_argument('--low-res', type=int, default=0,
-                   help='train at this smaller size first (multiple of 32; 0: off) - cheaper early epochs')
-    p.add_argument('--low-res-fraction', type=float, default=0.5,
+    p.add_argument('--low-res', type=int, default=-1,
+                   help='train at this smaller size first (multiple of 32; 0: off; -1: 4/5 of --imgsz rounded '
+                        'down to a multiple of 32, off under 64) - cheaper early epochs')
+    p.add_argument('--low-res-fraction', type=float, default=0.45,
                    help='part of the schedule trained at --low-res (epochs starting before it)')
-    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--batch', type=int, default=8)
     p.add_argument('--lr', type=float, default=2e-3, help='peak AdamW learning rate')
     p.add_argument('--final-lr', type=float, default=0.05, help='final learning rate as a fraction of --lr')
     p.add_argument('--weight-decay', type=float, default=5e-4)
@@ -58,13 +64,16 @@ def _parse(argv):
     p.add_argument('--workers', type=int, default=0,
                    help='extra processes rendering scenes (0: render in the training process)')
     p.add_argument('--time-limit', type=float, default=0.0, help='stop training after this many minutes (0: none)')
-    p.add_argument('--val-every', type=int, default=1, help='validate every N epochs (and after the last)')
+    p.add_argument('--val-every', type=int, default=2, help='validate every N epochs (and after the last)')
     args = p.parse_args(argv)
     for name in ('epochs', 'images', 'batch', 'threads', 'imgsz', 'val_images', 'val_every'):
         if getattr(args, name) < 1:
             p.error('--%s must be >= 1' % name.replace('_', '-'))
     if args.imgsz % 32:
         p.error('--imgsz must be a multiple of 32')
+    if args.low_res < 0:
+        args.low_res = args.imgsz * 4 // 5 // 32 * 32
+        args.low_res = args.low_res if args.low_res >= 64 else 0
     if args.low_res and (args.low_res % 32 or not 64 <= args.low_res <= args.imgsz):
         p.error('--low-res must be a multiple of 32 between 64 and --imgsz')
     try:
