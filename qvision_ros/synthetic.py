@@ -858,10 +858,11 @@ def main(argv=None):
             print(*write_video(args.path, args.frames, args.seed, _parse_size(args.size), args.fps))
     except (ConfigError, DataError) as e:
         sys.exit('error: %s' % e)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
 
 
 __all__ = ['CLASSES', 'MIN_VISIBILITY', 'Annotation', 'Background', 'Photometric', 'Scene', 'SceneObject',

@@ -14,4 +14,4 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from qvision_ros.training.train import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ from qvision_ros import synthetic
 from qvision_ros.training import data, export, metrics
 from qvision_ros.training.loss import DetectionLoss, TaskAlignedAssigner, box_iou
 from qvision_ros.training.model import DecodedDetector, Detector, make_anchors
-from qvision_ros.training.train import main
+from qvision_ros.training.train import main, run
 from qvision_ros.vision import Decoder, Letterbox, detect_format
 
 TINY = (8, 16, 16, 32, 32)
@@ -251,7 +251,7 @@ def test_checkpoint_round_trip(tmp_path):
 @pytest.mark.parametrize('scenes', ['--fresh-scenes', '--fixed-scenes'])
 def test_main_runs_one_short_epoch_and_writes_a_checked_model(tmp_path, scenes):
     out = str(tmp_path / 'run')
-    summary = main(['--out', out, '--epochs', '1', '--images', '16', '--val-images', '8', '--imgsz', str(SIZE),
+    summary = run(['--out', out, '--epochs', '1', '--images', '16', '--val-images', '8', '--imgsz', str(SIZE),
                     '--batch', '8', '--widths', ','.join(map(str, TINY)), '--warmup', '2', scenes])
     assert summary['fresh_scenes'] == (scenes == '--fresh-scenes')
     for name in ('detector_%d.onnx' % SIZE, 'labels.txt', 'metrics.json', 'best.pt', 'last.pt', 'train.log'):

@@ -362,8 +362,9 @@ def train(args):
     return summary
 
 
-def main(argv=None):
-    """Command line entry point; returns the summary dict (also written to ``<out>/metrics.json``)."""
+def run(argv=None):
+    """Parse the command line ``argv`` and train; returns the summary dict (also written to
+    ``<out>/metrics.json``)."""
     args = _parse(argv)
     args.argv = argv
     try:
@@ -373,5 +374,11 @@ def main(argv=None):
     return train(args)
 
 
+def main(argv=None):
+    """Console entry point (``sys.exit(main())``): 0 on success."""
+    run(argv)
+    return 0
+
+
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
