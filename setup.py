@@ -157,7 +157,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*', KERNELS, KERNELS + '.*']),
-    package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h']},
+    package_data={KERNELS: ['*.pxd', '*.pxi', 'include/*.h'],
+                  PACKAGE: ['data/*.onnx', 'data/*.txt', 'data/*.mp4', 'data/*.json', 'data/*.md']},
     ext_modules=_extensions(),
     cmdclass={'build_ext': build_ext},
     data_files=[
@@ -173,6 +174,7 @@ setup(
     extras_require={
         'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis', 'torch==2.13.0'],
         'bench': ['onnxruntime'],
+        'train': ['torch==2.13.0'],
     },
     zip_safe=False,
     maintainer='qvision_ros developers',
@@ -183,6 +185,8 @@ setup(
         'console_scripts': [
             'qvision-bench-kernels = qvision_ros.bench_kernels:main',
             'qvision-bench-engine = qvision_ros.bench_engine:main',
+            'qvision-train-detector = qvision_ros.training.train:main',
+            'qvision-synthetic = qvision_ros.synthetic:main',
         ],
     },
 )
