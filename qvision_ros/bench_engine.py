@@ -29,12 +29,13 @@ load average printed in the header.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from .bench_kernels import _ENV_SHOWN, _cpu_model, _load_average
 
 DEFAULT_MODELS = ('yolov8@320', 'yolov8@640', 'mobilenetv2@224', 'vgg@224')
 WIDTH = 16          # channel width of every model (the base width of the zoo's builders)
@@ -181,17 +182,6 @@ def format_report(meta, rows):
     return '\n'.join(lines)
 
 
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith(('model name', 'Model name', 'Hardware')):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _parse(argv):
     p = argparse.ArgumentParser(prog='qvision-bench-engine', description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS),
@@ -224,11 +214,9 @@ def main(argv=None):
     def log(msg):
         print('# ' + msg, file=sys.stderr, flush=True)
 
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
-    meta = {'cpu': _cpu_model(), 'cores': qvision_kernels.available_cores(), 'load_average': load,
+    meta = {'cpu': _cpu_model(), 'cores': qvision_kernels.available_cores(), 'load_average': _load_average(),
             'isa': qvision_kernels.isa(), 'onnxruntime': getattr(ort, '__version__', None),
-            'env': {k: os.environ[k] for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_NUM_THREADS',
-                                               'QVISION_ISA') if k in os.environ},
+            'env': {k: os.environ[k] for k in _ENV_SHOWN if k in os.environ},
             'repeat': args.repeat, 'rounds': args.rounds, 'pause_s': args.pause, 'python': sys.version.split()[0]}
     rows = []
     for spec in args.models:
