@@ -5,6 +5,9 @@ many elements differ and a histogram of the differences, so that a failure can b
 without a debugger.
 """
 import numpy as np
+import pytest
+
+from qvision_kernels import _registry
 
 
 def _describe(actual, expected, context):
@@ -65,3 +68,16 @@ def run_both(fn, expected, context, exact=True):
         else:
             assert_allclose_rel(y, expected, 1e-6, '%s, %s' % (context, what))
             assert y.dtype == expected.dtype
+
+
+def isa_fixture(family):
+    """A fixture that runs a test once per instruction-set variant of kernel ``family`` that is built and
+    runnable on this CPU (straight from the registry, so a new variant is tested the moment it is built).
+    A build with no usable variant fails the tests instead of skipping them."""
+    @pytest.fixture(params=_registry.usable(family) or [None], ids=lambda name: name or 'none-built')
+    def fixture(request):
+        if request.param is None:
+            pytest.fail('no variant of the %s kernels is built and usable here; build the package '
+                        '(python setup.py build_ext --inplace) first' % family)
+        return request.param
+    return fixture

@@ -10,23 +10,17 @@ import zlib
 import numpy as np
 import pytest
 
-from kernel_check import assert_allclose_rel, assert_bitexact, run_both
+from kernel_check import assert_allclose_rel, assert_bitexact, isa_fixture, run_both
 from qvision_kernels import KernelError, _registry
 from qvision_kernels import eltwise as E
 from qvision_kernels.reference import eltwise as R
 from qvision_kernels.requant import dequantize, quantize
 
-ISAS = _registry.usable('eltwise')
 # Channel counts around the vector widths (16 bytes, 32 bytes, 64 bytes).
 CHANNELS = (1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70)
 
 
-@pytest.fixture(params=ISAS or [None], ids=lambda name: name or 'none-built')
-def isa(request):
-    if request.param is None:
-        pytest.fail('no variant of the eltwise kernels is built and usable here; build the package '
-                    '(python setup.py build_ext --inplace) first')
-    return request.param
+isa = isa_fixture('eltwise')
 
 
 def _u8(rng, shape):

@@ -9,22 +9,16 @@ every window touches the image; each failing comparison prints its case, seed in
 import numpy as np
 import pytest
 
-from kernel_check import assert_bitexact, run_both
-from qvision_kernels import KernelError, _registry
+from kernel_check import assert_bitexact, isa_fixture, run_both
+from qvision_kernels import KernelError
 from qvision_kernels import pool as P
 from qvision_kernels.reference import pool as R
 from qvision_kernels.reference.pool import pool_output_size
 
-ISAS = _registry.usable('pool')
 CHANNELS = (1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70)
 
 
-@pytest.fixture(params=ISAS or [None], ids=lambda name: name or 'none-built')
-def isa(request):
-    if request.param is None:
-        pytest.fail('no variant of the pool kernels is built and usable here; build the package '
-                    '(python setup.py build_ext --inplace) first')
-    return request.param
+isa = isa_fixture('pool')
 
 
 def _geometry(r, dilation):
