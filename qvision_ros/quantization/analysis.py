@@ -29,7 +29,8 @@ boxes (0..640) with scores (0..1); for a classifier: a final Softmax, or nothing
 upsampling (Resize / Upsample enlarging H, W) depends on; the head is the per-scale output branches,
 walked back from the decode's inputs while the chain has one input and its tensor no other reader,
 trimmed to the same number of weighted layers on every branch; the neck is the rest before the decode.
-Without an upsampling (a classifier) the head is what follows the last convolution.
+A detector without an upsampling has no neck (its branches leave the backbone); in a classifier the
+head is where the spatial dimensions have collapsed (global pooling, flatten, fully-connected layers).
 """
 import fnmatch
 from dataclasses import dataclass, field
@@ -328,18 +329,26 @@ class Analysis:
     def _find_blocks(self):
         ups = self._upsamples()
         body = [n.name for n in self.nodes if n.name not in self.decode]
-        if not ups:
-            # a classifier: the head is what follows the last spatial convolution
-            last = max((self.order[n.name] for n in self.nodes if n.op == 'Conv' and n.name not in self.decode),
-                       default=-1)
-            head = {name for name in body if self.order[name] > last}
-            return {'backbone': [n for n in body if n not in head], 'neck': [], 'head': sorted(head, key=self.order.get)}
-        backbone = self.ancestors(ups[0].inputs[0]) - self.decode
-        rest = {name for name in body if name not in backbone}
-        head = self._head_branches(rest)
+        if ups:
+            backbone = self.ancestors(ups[0].inputs[0]) - self.decode
+            rest = {name for name in body if name not in backbone}
+            head = self._head_branches(rest)
+        elif self.decode:
+            # a detector without a neck: the output branches straight off the backbone
+            backbone = set(body)
+            head = self._head_branches(backbone)
+            backbone -= head
+        else:
+            # a classifier: the head is where the spatial dimensions have collapsed (global pooling, FC)
+            head = {name for name in body if all(self._collapsed(o) for o in self.node[name].outputs if o)}
+            backbone = set(body) - head
         return {'backbone': [n for n in body if n in backbone],
-                'neck': [n for n in body if n in rest and n not in head],
+                'neck': [n for n in body if n not in backbone and n not in head],
                 'head': [n for n in body if n in head]}
+
+    def _collapsed(self, name):
+        shape = self.value(name).shape
+        return len(shape) != 4 or shape[2] * shape[3] == 1
 
     def _head_branches(self, rest):
         """Nodes of the per-scale output branches (module docstring)."""

@@ -50,7 +50,10 @@ class QuantConfig:
       :class:`WeightScaling` (AUTO: min-max at 8 bits, MSE-searched clipping below).
     * ``keep_float`` - node names or glob patterns; ``keep_float_ops`` - op types; ``keep_float_blocks`` -
       ``backbone``, ``neck``, ``head`` (found automatically, ``head`` includes the decode sub-graph) or
-      the names of ``blocks`` = {name: [node-name prefixes or globs]} given by the user.
+      the names of ``blocks`` = {name: [node-name prefixes or globs]} given by the user.  A float layer's
+      weights stay float; a float element-wise node *between* quantised layers still reads dequantised
+      values and is quantised again for its readers, which is exactly its int8 version: keep whole blocks
+      (or the weighted layers) float to change the numbers.
     * ``quantize_decode`` - False (default): the decode sub-graph stays float (DESIGN.md section 3).
     * ``fold_batchnorm``, ``bias_correction`` - conv+BN folding (on) and bias correction (off).
     * ``max_images`` - calibration images at most; ``input_shapes`` - fixes dynamic input dimensions
