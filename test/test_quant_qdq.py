@@ -198,3 +198,24 @@ def test_output_file_is_written(tmp_path):
     assert r.path == str(out) and out.stat().st_size == r.size_bytes
     assert out.stat().st_size < 0.4 * len(model_bytes('vgg'))
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_quantization_is_reproducible_across_processes(tmp_path):
+    """The same model and data give the same file, whatever Python's string-hash seed (no set order
+    leaks into the output)."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = os.path.join(root, 'qvision_ros', 'data', 'detector_320.onnx')      # Split nodes: 2 outputs
+    np.save(tmp_path / 'calib.npy', np.concatenate(calibration_data((1, 3, 320, 320), 2)))
+    code = ('import sys; from qvision_ros.quantization import quantize, QuantConfig; '
+            'quantize(sys.argv[1], sys.argv[2], sys.argv[3], QuantConfig(progress=False))')
+    outs = []
+    for seed in ('1', '2'):
+        out = tmp_path / ('q%s.onnx' % seed)
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
+        subprocess.run([sys.executable, '-c', code, str(model), str(tmp_path / 'calib.npy'), str(out)],
+                       check=True, env=env, cwd=str(tmp_path))
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]

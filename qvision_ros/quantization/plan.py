@@ -65,11 +65,8 @@ def make_plan(analysis, keep_float=()):
     quantized.sort(key=lambda u: order[id(u)])
     chosen = {id(u) for u in quantized}
     floating = [u for u in analysis.units if id(u) not in chosen]
-    position = {}
-    for k, n in enumerate(analysis.nodes):
-        for o in n.outputs:
-            position[o] = k
-    tensors = sorted(read_q | produced, key=lambda t: position.get(t, -1))
+    position = _positions(analysis)
+    tensors = sorted(read_q | produced, key=lambda t: position.get(t, (-1, 0, t)))
 
     def root(t):
         while t in share:
@@ -86,8 +83,14 @@ def calibration_tensors(analysis):
         if u.quantizable or u.kind == 'movement':
             names.update(u.inputs)
             names.update(u.outputs)
-    position = {n: k for k, n in enumerate(analysis.inputs)}
+    position = _positions(analysis)
+    return sorted((t for t in names if analysis.is_float_activation(t)), key=lambda t: position.get(t, (-1, 0, t)))
+
+
+def _positions(analysis):
+    """value -> a sort key in graph order (model inputs first; outputs of one node in their order)."""
+    position = {n: (-1, k, n) for k, n in enumerate(analysis.inputs)}
     for k, n in enumerate(analysis.nodes):
-        for o in n.outputs:
-            position[o] = len(analysis.inputs) + k
-    return sorted((t for t in names if analysis.is_float_activation(t)), key=lambda t: position.get(t, -1))
+        for j, o in enumerate(n.outputs):
+            position[o] = (k, j, o)
+    return position
