@@ -252,6 +252,7 @@ class Calibration:
     num_images: int = 0
     observer: str = ''
     seconds: float = 0.0
+    samples: list = field(default_factory=list)      # the first inputs seen, when asked for (keep_samples)
 
 
 def with_outputs(proto, names):
@@ -269,10 +270,10 @@ def with_outputs(proto, names):
 
 
 def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tensors=(), percentile=99.99,
-            bins=2048, num_threads=None, input_shapes=None, max_images=None, progress=True):
+            bins=2048, num_threads=None, input_shapes=None, max_images=None, progress=True, keep_samples=0):
     """Run the float model over ``reader`` on the engine and observe ``tensors`` (activation observer of
-    kind ``observer``, min-max for ``minmax_tensors``) and the channel means of ``mean_tensors``.  Returns
-    a :class:`Calibration`."""
+    kind ``observer``, min-max for ``minmax_tensors``) and the channel means of ``mean_tensors``; keep a
+    copy of the first ``keep_samples`` inputs.  Returns a :class:`Calibration`."""
     from ..runtime import Engine
     kind_name = getattr(observer, 'value', observer)
     wanted = list(dict.fromkeys(list(tensors) + list(mean_tensors)))
@@ -291,6 +292,7 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
         total = max_images
     bar = Progress('calibrating', total, progress)
     t0 = time.monotonic()
+    samples = []
     ranks = {i.name: len(i.shape) for i in engine.inputs}
     dynamic = dynamic_batch(proto)
     try:
@@ -298,6 +300,8 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
             for part in _split_batch(feeds, ranks, dynamic):
                 if max_images and bar.count >= max_images:
                     break
+                if len(samples) < keep_samples:
+                    samples.append({k: np.array(v) for k, v in part.items()})
                 outs = engine.run(part)
                 values = dict(part)
                 values.update(zip(out_names, outs))
@@ -318,7 +322,7 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
         ranges[t] = o.range()
         params[t] = o.compute()
     return Calibration(params, ranges, {t: o.compute() for t, o in means.items()}, bar.count, str(kind_name),
-                       time.monotonic() - t0)
+                       time.monotonic() - t0, samples)
 
 
 def _split_batch(feeds, ranks, dynamic):

@@ -175,9 +175,9 @@ def prepare(model, config=None):
     return Prepared(model, config or QuantConfig())
 
 
-def calibrate(model, calib, config=None, tensors=None):
-    """Statistics of ``tensors`` (default: every tensor any plan may quantise) over ``calib``;
-    ``model`` is a path / bytes / ModelProto or a :class:`Prepared`."""
+def calibrate(model, calib, config=None, tensors=None, keep_samples=0):
+    """Statistics of ``tensors`` (default: every tensor any plan may quantise) over ``calib``, and copies
+    of the first ``keep_samples`` inputs; ``model`` is a path / bytes / ModelProto or a :class:`Prepared`."""
     config = config or QuantConfig()
     prep = model if isinstance(model, Prepared) else Prepared(model, config)
     if tensors is None:
@@ -189,7 +189,7 @@ def calibrate(model, calib, config=None, tensors=None):
                          config.max_images)
     return collect(prep.proto, tensors, means, reader, config.observer, prep.minmax_tensors(config),
                    config.percentile, config.bins, config.num_threads, prep.analysis.input_shapes, config.max_images,
-                   config.progress)
+                   config.progress, keep_samples)
 
 
 def quantize(model, calib=None, out_path=None, config=None, calibration=None):
