@@ -389,6 +389,10 @@ class LatencyWindow:
         self.count = 0
         self.total = 0.0
 
+    @property
+    def capacity(self):
+        return len(self._buf)
+
     def add(self, value):
         self._buf[self.count % len(self._buf)] = value
         self.count += 1
@@ -434,6 +438,13 @@ class PipelineStats:
                 inst = 1.0 / dt
                 self._rate = inst if self._rate is None else 0.9 * self._rate + 0.1 * inst
         self._last = now
+
+    def record(self, name, seconds):
+        """Add a time for a stage of the caller's own (e.g. writing the outputs); shown in the table."""
+        window = self.stages.get(name)
+        if window is None:
+            window = self.stages[name] = LatencyWindow(self.stages['total'].capacity)
+        window.add(seconds)
 
     @property
     def rate(self):
