@@ -96,10 +96,16 @@ def image_size(text):
     return tuple(parts)
 
 
-def add_model_arguments(p):
-    """--model, --labels, --threads and the post-processing options (shared with eval and bench)."""
-    p.add_argument('--model', '-m', default=None,
-                   help='ONNX detector, float or QDQ int8 (default: the shipped detector, int8 when present)')
+def add_model_arguments(p, several=False):
+    """--model, --labels, --threads and the post-processing options (shared with eval and bench);
+    ``several``: --model takes one or more files."""
+    if several:
+        p.add_argument('--model', '-m', nargs='+', default=None,
+                       help='one or more ONNX detectors, float or QDQ int8 (default: the shipped ones)')
+    else:
+        p.add_argument('--model', '-m', default=None,
+                       help='ONNX detector, float or QDQ int8 (default: the shipped detector, int8 when '
+                            'present)')
     p.add_argument('--labels', default=None,
                    help='class names, one per line (default: the model\'s "names" metadata, else class ids)')
     p.add_argument('--threads', type=positive_int, default=None,
