@@ -63,24 +63,22 @@ def positive_int(text):
     return v
 
 
-def unit_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError('expected a number in [0, 1], got %r' % text) from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError('expected a number in [0, 1], got %r' % text)
-    return v
-
-
-def positive_float(text):
+def _number(text, ok, expected):
     try:
         v = float(text)
     except ValueError:
         v = float('nan')
-    if not v > 0 or v == float('inf'):
-        raise argparse.ArgumentTypeError('expected a positive number, got %r' % text)
+    if not ok(v):
+        raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, text))
     return v
+
+
+def unit_float(text):
+    return _number(text, lambda v: 0.0 <= v <= 1.0, 'a number in [0, 1]')
+
+
+def positive_float(text):
+    return _number(text, lambda v: 0.0 < v < float('inf'), 'a positive number')
 
 
 def image_size(text):
