@@ -187,3 +187,22 @@ def test_module_entry_point_help():
     assert res.returncode == 0
     for name in ('run', 'demo', 'eval', 'bench'):
         assert name in res.stdout
+
+
+def test_run_on_rosbag_keeps_headers(tmp_path, capsys):
+    """Stamps and frame_id of a bag's Image headers reach the JSON lines unchanged."""
+    from test_sources import Image, image_msg, write_bag
+
+    msgs = []
+    for i in range(3):
+        image, _ = synthetic.render_scene(synthetic.scene_for_index(8, i, (320, 240)))
+        msgs.append(image_msg(image, 'rgb8' if i % 2 else 'bgr8', i, pad=8, frame_id='cam_left'))
+    bag = tmp_path / 'bag'
+    write_bag(bag, {'/left/image_raw': (Image.__msgtype__, msgs)})
+    out = tmp_path / 'o'
+    assert main(['run', str(bag), '--out', str(out), '--threads', '1', '-q', '--no-video']) == 0
+    records = read_jsonl(out / 'detections.jsonl')
+    assert [(r['stamp']['sec'], r['stamp']['nanosec'], r['frame_id']) for r in records] == \
+        [(1000 + i, 7 * i, 'cam_left') for i in range(3)]
+    assert all((r['width'], r['height']) == (320, 240) for r in records)
+    assert '/left/image_raw' in capsys.readouterr().err
