@@ -12,7 +12,9 @@ Written into the output folder:
   ``frame_id``, ``width``, ``height``, ``detections`` (``box`` x1 y1 x2 y2 in original pixels, ``score``,
   ``class_id``, ``label``);
 * ``summary.json`` - model, source, options, per-stage latency (p50, p99, mean), FPS, dropped frames;
-* ``detections_bag/`` - with ``--bag-out``: a rosbag2 of vision_msgs/Detection2DArray.
+* ``detections_bag/`` - with ``--bag-out``: a rosbag2 (sqlite3) with one vision_msgs/Detection2DArray per
+  processed frame on ``/detections`` (header stamp and frame_id of the frame, boxes in its pixels) and the
+  class names as vision_msgs/LabelInfo on ``/label_info``.
 
 Progress goes to stderr; the latency table to stdout at the end.
 """
@@ -228,14 +230,19 @@ class VideoOut:
             self._writer = None
 
 
-def _bag_writer(path, frame_id, labels):
-    """The rosbag2 writer of vision_msgs/Detection2DArray (qvision_ros.messages, written by the ROS layer)."""
+def _bag_writer_class():
+    """The rosbag2 writer of vision_msgs/Detection2DArray (:class:`qvision_ros.bag.DetectionBagWriter`)."""
     try:
-        from .messages import DetectionBagWriter
+        import rosbags.rosbag2  # noqa: F401 - only to give the right advice when it is missing
     except ImportError:
-        raise ConfigError('--bag-out needs qvision_ros.messages.DetectionBagWriter, which this installation '
-                          'lacks; run without --bag-out') from None
-    return DetectionBagWriter(path, labels=labels)
+        raise ConfigError('--bag-out needs the rosbags library: pip install "qvision_ros[bag]" (or pip install '
+                          'rosbags)') from None
+    try:
+        from .bag import DetectionBagWriter
+    except ImportError:
+        raise ConfigError('--bag-out needs qvision_ros.bag, which this installation lacks; run without '
+                          '--bag-out') from None
+    return DetectionBagWriter
 
 
 def _describe_source(src):
@@ -261,18 +268,19 @@ def run(args):
                       frame_id=args.frame_id, fps=args.fps)
     with src:
         pipe = build_pipeline(args, args.score_threshold)
+        bag_writer = _bag_writer_class() if args.bag_out else None   # before anything is created
         out = new_output_dir(args.out)
         m = pipe.model
         print('qvision: %s %s %dx%d, %d thread%s, on %s' % (
             Path(m.path).name, m.precision, m.input_width, m.input_height, pipe.engine.num_threads,
             '' if pipe.engine.num_threads == 1 else 's', _describe_source(src)), file=sys.stderr)
         print('qvision: writing to %s' % out, file=sys.stderr)
-        return _process(args, src, pipe, out)
+        bag = None if bag_writer is None else bag_writer(out / BAG_NAME, score_threshold=args.score_threshold)
+        return _process(args, src, pipe, out, bag)
 
 
-def _process(args, src, pipe, out):
+def _process(args, src, pipe, out, bag):
     video = None if args.no_video else VideoOut(out / VIDEO_NAME, src.fps or 30.0)
-    bag = _bag_writer(out / BAG_NAME, args.frame_id, pipe.model.labels) if args.bag_out else None
     progress = Progress('qvision run', src.count, enabled=not args.quiet)
     counts = {}
     status = 0
@@ -289,7 +297,8 @@ def _process(args, src, pipe, out):
                     if video is not None:
                         video.write(result.annotated)
                     if bag is not None:
-                        bag.write(result)
+                        bag.write(result.stamp_ns, result.frame_id, result.detections, result.width,
+                                  result.height, labels=pipe.model.labels)
                     stats.record('output', time.perf_counter() - t0)
                     for c in result.detections.class_ids.tolist():
                         counts[c] = counts.get(c, 0) + 1
