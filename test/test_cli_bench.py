@@ -32,7 +32,9 @@ def small_detector(path):
     return path
 
 
-def test_bench_command(tmp_path, capsys):
+def test_bench_command(tmp_path, capsys, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))   # the benchmark's input file goes here
     model = small_detector(tmp_path / 'small.onnx')
     out = tmp_path / 'bench.json'
     status = main(['bench', '--model', str(model), '--threads', '1', '--repeat', '5', '--warmup', '1',
