@@ -196,6 +196,10 @@ def _describe(model, labels, kind, input_size, channel_order):
             names = tuple(_names_from_value(_parse_literal(metadata['names'])))
         except ValueError:
             names = None   # unreadable metadata: behave as if there were none
+    if labels is None and names is None and path != '<model>':
+        beside = Path(path).with_name('labels.txt')
+        if beside.is_file():
+            names = load_labels(beside)
     elif isinstance(labels, (str, os.PathLike)):
         names = load_labels(labels)
     elif labels is not None:
@@ -231,7 +235,8 @@ def _describe(model, labels, kind, input_size, channel_order):
 def describe_model(model, labels=None, kind='auto', input_size=None, channel_order='rgb'):
     """:class:`ModelInfo` of an ONNX model (path, bytes or ModelProto).
 
-    ``labels``: a labels file path or a sequence of names; default: the model's ``names`` metadata.
+    ``labels``: a labels file path or a sequence of names; default: the model's ``names`` metadata, else
+    a ``labels.txt`` in the model's folder.
     ``kind``: 'auto' (from the output shapes and the number of classes) or a decoder kind.
     ``input_size``: ``(width, height)`` for a model whose input size is dynamic (default: the ``imgsz``
     metadata); it must agree with a fixed input size.

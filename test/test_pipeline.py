@@ -88,6 +88,11 @@ def test_describe_constant_model_and_metadata_names(tmp_path):
     # a labels file wins over the metadata; a wrong count is caught against the output shape
     (tmp_path / 'l.txt').write_text('a\nb\nc\n\n')
     assert describe_model(path, labels=tmp_path / 'l.txt').labels == ('a', 'b', 'c')
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    onnx.save(constant_model(rows), str(bare / 'm.onnx'))    # no names metadata ...
+    (bare / 'labels.txt').write_text('x\ny\nz\n')          # ... but a labels.txt beside the file
+    assert describe_model(bare / 'm.onnx').labels == ('x', 'y', 'z')
     (tmp_path / 'four.txt').write_text('a\nb\nc\nd\n')
     with pytest.raises(ConfigError, match='4 class names'):
         describe_model(path, labels=tmp_path / 'four.txt')
