@@ -187,6 +187,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'qvision = qvision_ros.cli:main',
             'qvision-bench-kernels = qvision_ros.bench_kernels:main',
             'qvision-bench-engine = qvision_ros.bench_engine:main',
             'qvision-train-detector = qvision_ros.training.train:main',
