@@ -42,9 +42,9 @@ def _int_bounds(name):
     return -2 ** (bits - 1), 2 ** (bits - 1)
 
 
-def check_base(value, name, path):
+def check_base(value, name, path, strict=False):
     """One scalar of base type ``name`` (rosbags spelling: bool, byte, char, int8..uint64, float32/64,
-    string)."""
+    string).  ``strict``: a ``byte`` must be ``bytes`` of length 1, as rclpy stores it."""
     if name == 'string':
         if not isinstance(value, str):
             raise FieldError("%s must be of type 'str', got %r" % (path, type(value).__name__))
@@ -54,13 +54,13 @@ def check_base(value, name, path):
             raise FieldError("%s must be of type 'bool', got %r" % (path, type(value).__name__))
         return
     if name in ('byte', 'octet'):
-        # rclpy stores a ROS byte as bytes of length 1; rosbags as int 0..255.  Both are accepted.
+        # rclpy stores a ROS byte as bytes of length 1; rosbags as int 0..255.
         if isinstance(value, (bytes, bytearray)) and len(value) == 1:
             return
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 256:
+        if not strict and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 256:
             return
-        raise FieldError('%s (byte) must be bytes of length 1 (rclpy) or an int in [0, 255], got %r'
-                         % (path, value))
+        raise FieldError("%s (byte) must be of type 'bytes' with length 1%s, got %r"
+                         % (path, '' if strict else ' (rclpy) or an int in [0, 255] (rosbags)', value))
     if name in ('float32', 'float64'):
         if not isinstance(value, float):
             raise FieldError("%s must be of type 'float', got %r" % (path, type(value).__name__))
@@ -78,50 +78,65 @@ def check_base(value, name, path):
     raise FieldError('%s has unknown base type %r' % (path, name))
 
 
-def _check_number_container(value, name, size, path):
-    """``T[N]`` (size > 0) or ``T[]`` (size 0) of a numeric base type."""
+def _check_number_container(value, name, fixed, bound, path, strict):
+    """``T[N]`` (``fixed`` = N), ``T[]`` or ``T[<=N]`` (``bound`` = N, 0 for none) of a numeric type."""
     dtype, code = SPECIAL[name]
     if isinstance(value, np.ndarray):
-        if value.dtype != np.dtype(dtype) or value.ndim != 1 or (size and value.size != size):
+        if strict and not fixed:
+            # rclpy: a sequence field takes array.array or a Sequence; numpy arrays are neither.
+            raise FieldError("%s must be an array.array('%s') or a sequence of values, not a numpy array"
+                             % (path, code))
+        if value.dtype != np.dtype(dtype) or value.ndim != 1 or (fixed and value.size != fixed):
             raise FieldError('%s must be a 1-D numpy.%s array%s, got %s %s'
-                             % (path, dtype, ' of size %d' % size if size else '', value.dtype, value.shape))
+                             % (path, dtype, ' of size %d' % fixed if fixed else '', value.dtype, value.shape))
+        if bound and value.size > bound:
+            raise FieldError('%s must have at most %d values, got %d' % (path, bound, value.size))
         return
-    if isinstance(value, array.array):
-        if size:
-            raise FieldError('%s is a fixed-size array (%d): give a numpy.%s array or a sequence'
-                             % (path, size, dtype))
+    if isinstance(value, array.array) and not fixed:
         if value.typecode != code:
             raise FieldError("%s array.array() must have the type code of '%s', got '%s'"
                              % (path, code, value.typecode))
+        if bound and len(value) > bound:
+            raise FieldError('%s must have at most %d values, got %d' % (path, bound, len(value)))
         return
-    _check_sequence(value, size, path)
+    _check_sequence(value, fixed, bound, path)
+    if isinstance(value, (bytes, bytearray)) and code == 'B':
+        return   # bytes iterate as ints in [0, 255]
     for i, v in enumerate(value):
         check_base(v, name, '%s[%d]' % (path, i))
 
 
-def _check_sequence(value, size, path):
-    if not isinstance(value, (Sequence, Set)) or isinstance(value, (str, bytes)):
+def _check_sequence(value, fixed, bound, path):
+    if not isinstance(value, (Sequence, Set)) or isinstance(value, str):
         raise FieldError('%s must be a set or sequence, got %r' % (path, type(value).__name__))
-    if size and len(value) != size:
-        raise FieldError('%s must have length %d, got %d' % (path, size, len(value)))
+    if fixed and len(value) != fixed:
+        raise FieldError('%s must have length %d, got %d' % (path, fixed, len(value)))
+    if bound and len(value) > bound:
+        raise FieldError('%s must have at most %d values, got %d' % (path, bound, len(value)))
 
 
-def check_value(value, desc, store, path, classes=None):
-    """``value`` against a rosbags field description ``(Nodetype, detail)``."""
+def check_value(value, desc, store, path, classes=None, strict=False):
+    """``value`` against a rosbags field description ``(Nodetype, detail)``.
+
+    ``classes``: ``{typename: class}`` that nested messages must be instances of; ``strict``: rclpy's
+    storage rules (see :func:`check_base` and :func:`_check_number_container`)."""
     kind, detail = desc
     if kind == Nodetype.BASE:
-        check_base(value, detail[0], path)
+        check_base(value, detail[0], path, strict)
     elif kind == Nodetype.NAME:
-        check_message(value, detail, store, path, classes)
+        check_message(value, detail, store, path, classes, strict)
     elif kind in (Nodetype.ARRAY, Nodetype.SEQUENCE):
         (sub_kind, sub_detail), size = detail
-        size = size if kind == Nodetype.ARRAY else 0
+        fixed = size if kind == Nodetype.ARRAY else 0
+        bound = size if kind == Nodetype.SEQUENCE else 0
         if sub_kind == Nodetype.BASE and sub_detail[0] in SPECIAL:
-            _check_number_container(value, sub_detail[0], size, path)
+            _check_number_container(value, sub_detail[0], fixed, bound, path, strict)
             return
-        _check_sequence(value, size, path)
+        if isinstance(value, (bytes, bytearray)):
+            raise FieldError('%s must be a sequence of %s, got bytes' % (path, sub_detail))
+        _check_sequence(value, fixed, bound, path)
         for i, v in enumerate(value):
-            check_value(v, (sub_kind, sub_detail), store, '%s[%d]' % (path, i), classes)
+            check_value(v, (sub_kind, sub_detail), store, '%s[%d]' % (path, i), classes, strict)
     else:
         raise FieldError('%s: unknown field kind %r' % (path, kind))
 
@@ -131,7 +146,7 @@ def field_names(store, typename):
     return [name for name, _ in store.fielddefs[typename][1]]
 
 
-def check_message(msg, typename, store, path='msg', classes=None):
+def check_message(msg, typename, store, path='msg', classes=None, strict=False):
     """Every field of ``msg`` exists in ``typename``'s definition, and only those, each with a value of
     the type rclpy accepts.  ``classes``: ``{typename: class}`` the message (and nested ones) must be an
     instance of (rclpy checks nested messages by class); default: the message's own ``__msgtype__``."""
@@ -152,4 +167,4 @@ def check_message(msg, typename, store, path='msg', classes=None):
     for name, desc in store.fielddefs[typename][1]:
         if not hasattr(msg, name):
             raise FieldError('%s.%s is missing (a field of %s)' % (path, name, typename))
-        check_value(getattr(msg, name), desc, store, '%s.%s' % (path, name), classes)
+        check_value(getattr(msg, name), desc, store, '%s.%s' % (path, name), classes, strict)
