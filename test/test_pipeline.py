@@ -356,3 +356,23 @@ def test_stream_real_pipeline_and_reader_error(tmp_path):
         for r in stream(pipe, Failing()):
             got.append(r)
     assert len(got) == 1
+
+
+def test_int8_model_input_quantised_by_the_preprocessing():
+    """A QDQ model takes its input already quantised by the preprocessing's table: the same detections as
+    the float input path (the quantisation it replaces is the same formula), with one step less."""
+    from models import qdq_bytes
+
+    model = qdq_bytes('yolov8', 'uint8')
+    names = ['c%d' % i for i in range(8)]
+    fast = Pipeline(model, PipelineConfig(num_threads=1, score_threshold=0.0), labels=names)
+    slow = Pipeline(model, PipelineConfig(num_threads=1, score_threshold=0.0, prequantize=False), labels=names)
+    assert fast.model.quantized and fast.input_quantized and not slow.input_quantized
+    assert fast._input.dtype == np.uint8 and fast._input.shape[-1] == 3
+    frame = synthetic.render_scene(synthetic.scene_for_index(2, 0, (200, 150)))[0]
+    a, b = fast.process(frame).detections, slow.process(frame).detections
+    for u, v in zip(fast.engine.run(fast._feeds), slow.engine.run(slow._feeds)):   # random weights: compare
+        np.testing.assert_array_equal(u, v)                                         # the raw outputs too
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
