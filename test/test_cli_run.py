@@ -206,3 +206,30 @@ def test_run_on_rosbag_keeps_headers(tmp_path, capsys):
         [(1000 + i, 7 * i, 'cam_left') for i in range(3)]
     assert all((r['width'], r['height']) == (320, 240) for r in records)
     assert '/left/image_raw' in capsys.readouterr().err
+
+
+def test_bag_out_matches_the_json_lines(tmp_path, capsys):
+    """--bag-out: one Detection2DArray per processed frame, the same stamps, frame_id and boxes as the JSON
+    lines, and the labels as LabelInfo (read back with rosbags' own reader)."""
+    from rosbags.rosbag2 import Reader
+
+    from qvision_ros.bag import read_detection_bag
+
+    folder, _ = scene_folder(tmp_path, n=3)
+    out = tmp_path / 'o'
+    assert main(['run', str(folder), '--out', str(out), '--threads', '1', '-q', '--no-video', '--bag-out',
+                 '--frame-id', 'front', '--fps', '10']) == 0
+    assert 'detections_bag/' in capsys.readouterr().out
+    records = read_jsonl(out / 'detections.jsonl')
+    with Reader(str(out / 'detections_bag')) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+    assert topics == {'/detections': 'vision_msgs/msg/Detection2DArray',
+                      '/label_info': 'vision_msgs/msg/LabelInfo'}
+    bag = read_detection_bag(out / 'detections_bag')
+    assert len(bag) == len(records) == 3
+    for (stamp, frame_id, det), rec in zip(bag, records):
+        assert stamp == rec['stamp']['sec'] * 10**9 + rec['stamp']['nanosec'] and frame_id == 'front'
+        assert det.class_ids.tolist() == [d['class_id'] for d in rec['detections']]
+        np.testing.assert_allclose(det.boxes, np.array([d['box'] for d in rec['detections']]).reshape(-1, 4),
+                                   atol=0.01)
+    assert [r['stamp']['nanosec'] for r in records] == [0, 100_000_000, 200_000_000]
