@@ -292,7 +292,7 @@ class Result:
     detections: Detections
     times: StageTimes
     annotated: object = None       # BGR image with the detections drawn, when asked for
-    latency_s: object = None       # from the frame's arrival to this result (set by :func:`stream`)
+    latency_s: object = None       # live sources: from the frame's arrival to this result (:func:`stream`)
 
     def to_dict(self, labels=None):
         """The JSON-lines record of this frame (boxes x1, y1, x2, y2 in original pixels)."""
@@ -603,7 +603,8 @@ def stream(pipeline, source, *, annotate=False, realtime=False, live=None, prefe
     ``live``: apply the latest-frame policy (default: ``source.live or realtime``).  ``realtime``: replay
     the source at its own rate (stamps) instead of as fast as possible.  ``prefetch``: frames decoded
     ahead for non-live sources.  ``stats``: a :class:`PipelineStats` to update (dropped and skipped frames
-    included); the results carry ``latency_s`` from arrival to result.
+    included).  With the latest-frame policy the results carry ``latency_s``, from the frame's arrival (the
+    reader handing it over) to its result.
     """
     live = bool(getattr(source, 'live', False) or realtime) if live is None else bool(live)
     stop = threading.Event()
@@ -620,7 +621,8 @@ def stream(pipeline, source, *, annotate=False, realtime=False, live=None, prefe
             frame, arrival = item
             fps = stats.rate if stats is not None else None
             result = pipeline.process(frame, annotate=annotate, fps=fps)
-            result.latency_s = time.perf_counter() - arrival
+            if live:   # for a file read ahead, the time in the read-ahead queue is no latency of interest
+                result.latency_s = time.perf_counter() - arrival
             if stats is not None:
                 stats.dropped = box.dropped
                 stats.skipped = getattr(source, 'skipped', 0)

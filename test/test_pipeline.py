@@ -340,7 +340,9 @@ def test_stream_real_pipeline_and_reader_error(tmp_path):
     st = PipelineStats()
     got = list(stream(pipe, open_source(tmp_path), annotate=True, stats=st))
     assert len(got) == 4 and all(r.annotated is not None and len(r.detections) == 1 for r in got)
-    assert st.stages['latency'].count == 4
+    assert st.stages['latency'].count == 0 and got[0].latency_s is None   # files: no arrival time
+    live = list(stream(pipe, open_source(tmp_path), live=True))
+    assert len(live) >= 1 and all(r.latency_s > 0 for r in live)
 
     class Failing:
         live = False
