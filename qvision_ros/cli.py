@@ -37,7 +37,8 @@ EXIT_INTERRUPTED = 130
 def build_parser(commands=None):
     """The argument parser with every subcommand of ``commands`` (default :data:`COMMANDS`)."""
     commands = COMMANDS if commands is None else commands
-    parser = argparse.ArgumentParser(prog='qvision', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='qvision', description='qvision: CPU-only int8 object detection '
+                                     'without ROS - the pipeline, evaluation and benchmarks')
     parser.add_argument('--debug', action='store_true', help='show the full traceback of an error')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True

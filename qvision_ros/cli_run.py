@@ -107,7 +107,8 @@ def add_model_arguments(p, several=False):
                        help='ONNX detector, float or QDQ int8 (default: the shipped detector, int8 when '
                             'present)')
     p.add_argument('--labels', default=None,
-                   help='class names, one per line (default: the model\'s "names" metadata, else class ids)')
+                   help='class names, one per line (default: the model\'s "names" metadata, else a labels.txt '
+                        'beside the model, else class ids)')
     p.add_argument('--threads', type=positive_int, default=None,
                    help='inference threads (default: every available core)')
     p.add_argument('--kind', choices=('auto', 'yolov8', 'yolov5'), default='auto',
