@@ -1,7 +1,6 @@
 """What the three nodes share: message classes, QoS from parameters, /diagnostics, the in-memory hand-over
 of composed mode, and the few lines every ``main()`` runs."""
 import sys
-import threading
 import time
 
 import rclpy

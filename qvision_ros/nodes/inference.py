@@ -72,6 +72,7 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         self._active = False
         self._stop = threading.Event()
         self._worker = None
+        self._busy = False
         self._pacer = Pacer()
         self.stage_timers = {name: StageTimer() for name in ('preprocess', 'inference', 'postprocess')}
         self.rate_in, self.rate_out = RateMeter(), RateMeter()
@@ -227,12 +228,15 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
             items = self.slot.take_all(timeout=0.1, window=window, expected=n)
             if not items or self._stop.is_set():
                 continue
+            self._busy = True
             try:
                 self.run_batch(items)
             except QVisionError as exc:
                 self.counters['bad_frames'] += len(items)
                 self.get_logger().error('inference failed on %d frame(s): %s' % (len(items), exc),
                                         throttle_duration_sec=1.0)
+            finally:
+                self._busy = False
 
     def run_batch(self, items):
         """``{camera: (header, frame, encoding)}`` -> one Detection2DArray per camera, published."""
@@ -279,6 +283,9 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         self.stage_timers['postprocess'].add(max(0.0, t3 - t1 - t_inf))
 
     # -- diagnostics / shutdown ----------------------------------------------------------------------
+    def _worker_busy(self):
+        return self._busy
+
     @property
     def dropped_frames(self):
         return self.slot.dropped
