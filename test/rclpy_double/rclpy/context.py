@@ -144,6 +144,7 @@ class RosArguments:
         self.params_files = []
         self.params = {}
         self.remaps = {}
+        self.log_level = None
         args = list(args or [])
         if '--ros-args' not in args:
             return
@@ -159,6 +160,9 @@ class RosArguments:
             elif a in ('-p', '--param'):
                 name, _, text = rest[i + 1].partition(':=')
                 self.params[name] = yaml.safe_load(text)
+                i += 2
+            elif a == '--log-level':
+                self.log_level = rest[i + 1]
                 i += 2
             elif a in ('-r', '--remap'):
                 src, _, dst = rest[i + 1].partition(':=')
