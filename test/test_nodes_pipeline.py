@@ -6,6 +6,8 @@ Oracle: the pure pipeline in one go - :class:`Preprocessor` on the camera frame,
 ``detections_raw`` in network pixels.  The synthetic scenes' exact boxes check that the result is
 right, not only consistent.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -196,3 +198,37 @@ def test_composed_mode_hands_the_image_over_in_memory():
         assert len(handed) == 1 and handed[0].shape == (320, 320, 3)
         assert pipeline.preprocess.pub_preprocessed.get_subscription_count() == 0
         pipeline.destroy()
+
+
+def test_preprocess_node_captures_a_video_itself():
+    from qvision_ros.errors import DataError
+    video = str(Path(__file__).resolve().parent.parent / 'qvision_ros' / 'data' / 'sample_road.mp4')
+    with ros_session():
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import Image
+
+        from qvision_ros.nodes.preprocess import PreprocessNode
+        from qvision_ros.messages import image_msg_to_array
+        p = probe('cam1')
+        raw = p.listen(Image, 'image_raw')
+        pre_out = p.listen(Image, 'image_preprocessed')
+        node = PreprocessNode(namespace='cam1', parameter_overrides=[
+            Parameter('source', value=video), Parameter('frame_id', value='front_camera'),
+            Parameter('max_rate_hz', value=100.0), Parameter('diagnostics_period_sec', value=0.0)])
+        ex = executor(node, p)
+        try:
+            assert rclpy_double.spin_until(ex, lambda: len(raw) >= 3 and len(pre_out) >= 3, 20.0)
+        finally:
+            node.destroy_node()
+        assert not node._capture.is_alive()
+        by_stamp = {header_stamp_ns(m.header): m for m in pre_out}
+        for m in raw[:3]:
+            assert (m.width, m.height, m.encoding, m.header.frame_id) == (640, 480, 'bgr8', 'front_camera')
+            twin = by_stamp[header_stamp_ns(m.header)]        # same header on both topics
+            assert (twin.width, twin.height, twin.encoding) == (320, 320, 'rgb8')
+            ref, _ = Preprocessor(320, 320).resize(image_msg_to_array(m), 'bgr8')
+            np.testing.assert_array_equal(image_msg_to_array(twin), ref)
+        stamps = [header_stamp_ns(m.header) for m in raw]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        with pytest.raises(DataError):
+            PreprocessNode(node_name='other', parameter_overrides=[Parameter('source', value='/no/such.mp4')])

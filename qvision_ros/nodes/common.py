@@ -4,6 +4,7 @@ import sys
 import time
 
 import rclpy
+from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..errors import ConfigError, QVisionError
@@ -95,7 +96,12 @@ class QVisionNodeMixin:
 
     def _setup(self, on_change=None):
         self.types = ros_message_types()
-        self.values = P.declare(self, self.kind, on_change=self._on_parameters if on_change is None else on_change)
+        try:
+            self.values = P.declare(self, self.kind,
+                                    on_change=self._on_parameters if on_change is None else on_change)
+        except ConfigError:
+            Node.destroy_node(self)     # nothing of a rejected node stays in the graph
+            raise
         self._bad_frame_reasons = set()
         self._diag_pub = self.create_publisher(self.types.DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diag_timer = None

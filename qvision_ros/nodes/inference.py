@@ -80,6 +80,7 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         self.latency_ms = 0.0
         if self.values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                LifecycleNode.destroy_node(self)
                 raise ConfigError('%s could not configure (the reason is logged above)'
                                   % self.get_fully_qualified_name())
             self.trigger_activate()

@@ -47,7 +47,11 @@ class PreprocessNode(QVisionNodeMixin, Node):
         self.source = None
         if v['source']:
             self.pub_raw = self.create_publisher(self.types.Image, 'image_raw', out_qos)
-            self._open_capture(v)
+            try:
+                self._open_capture(v)
+            except Exception:
+                Node.destroy_node(self)
+                raise
         else:
             self.pub_raw = None
             self.sub_raw = self.create_subscription(self.types.Image, 'image_raw', self._on_image, image_qos(v))
