@@ -232,3 +232,31 @@ def test_preprocess_node_captures_a_video_itself():
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
         with pytest.raises(DataError):
             PreprocessNode(node_name='other', parameter_overrides=[Parameter('source', value='/no/such.mp4')])
+
+
+def test_qos_defaults_and_overrides():
+    with ros_session():
+        from rclpy.parameter import Parameter
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        pre, inf, vis = _nodes()
+        image_subs = [pre.sub_raw, vis.sub_image] + list(inf.subscriptions)
+        for sub in image_subs:
+            q = sub.qos_profile
+            assert (q.history, q.depth, q.reliability, q.durability) == (
+                HistoryPolicy.KEEP_LAST, 1, ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE)
+        for pub in [pre.pub_preprocessed, vis.pub_detections, vis.pub_annotated] + [p for _, p in inf.cameras]:
+            assert pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert vis.pub_label_info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        # a camera driver publishing with the sensor-data profile is matched
+        p = probe('cam1')
+        assert p.publisher(Image, 'image_raw', qos_profile_sensor_data).get_subscription_count() == 2
+        from qvision_ros.nodes.preprocess import PreprocessNode
+        strict = PreprocessNode(node_name='strict', namespace='cam2', parameter_overrides=[
+            Parameter('image_qos_reliability', value='reliable'), Parameter('image_qos_depth', value=3),
+            Parameter('output_qos_reliability', value='best_effort')])
+        assert strict.sub_raw.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert strict.sub_raw.qos_profile.depth == 3
+        assert strict.pub_preprocessed.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        # ... and then a best-effort camera no longer reaches it
+        assert probe('cam2', 'p2').publisher(Image, 'image_raw', qos_profile_sensor_data).get_subscription_count() == 0
