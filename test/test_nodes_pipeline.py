@@ -82,14 +82,18 @@ def _outputs(p, annotated=False):
                 diagnostics=p.listen(DiagnosticArray, '/diagnostics'))
 
 
+def _rig():
+    """The three nodes in /cam1, a probe listening to their outputs, a camera publisher and an executor."""
+    from sensor_msgs.msg import Image
+    pre, inf, vis = _nodes()
+    p = probe('cam1')
+    out = _outputs(p)
+    return pre, inf, vis, p, out, p.publisher(Image, 'image_raw'), executor(pre, inf, vis, p)
+
+
 def test_three_nodes_boxes_in_original_pixels_for_several_cameras():
     with ros_session():
-        from sensor_msgs.msg import Image
-        pre, inf, vis = _nodes()
-        p = probe('cam1')
-        out = _outputs(p)
-        cam = p.publisher(Image, 'image_raw')
-        ex = executor(pre, inf, vis, p)
+        pre, inf, vis, p, out, cam, ex = _rig()
         cases = [(640, 480, 1), (1280, 720, 2), (480, 640, 3), (752, 480, 4)]
         hits = 0
         for i, (w, h, seed) in enumerate(cases):
@@ -124,11 +128,7 @@ def test_three_nodes_boxes_in_original_pixels_for_several_cameras():
 def test_empty_frame_and_annotated_image_only_when_subscribed():
     with ros_session():
         from sensor_msgs.msg import Image
-        pre, inf, vis = _nodes()
-        p = probe('cam1')
-        out = _outputs(p)
-        cam = p.publisher(Image, 'image_raw')
-        ex = executor(pre, inf, vis, p)
+        pre, inf, vis, p, out, cam, ex = _rig()
         grey = np.full((360, 480, 3), 128, np.uint8)
         cam.publish(image_msg(grey, 5_000_000_000, 'cam'))
         assert rclpy_double.spin_until(ex, lambda: out['detections'], 20.0)
@@ -148,11 +148,7 @@ def test_malformed_images_are_logged_and_the_nodes_keep_running():
     with ros_session():
         from sensor_msgs.msg import Image
         from std_msgs.msg import Header
-        pre, inf, vis = _nodes()
-        p = probe('cam1')
-        out = _outputs(p)
-        cam = p.publisher(Image, 'image_raw')
-        ex = executor(pre, inf, vis, p)
+        pre, inf, vis, p, out, cam, ex = _rig()
         header = Header(frame_id='cam')
         bad = [Image(header=header, height=4, width=4, encoding='bgr8', step=8, data=bytes(48)),     # step
                Image(header=header, height=4, width=4, encoding='bgr17', step=12, data=bytes(48)),   # encoding
