@@ -8,7 +8,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..errors import ConfigError, QVisionError
-from ..messages import DiagnosticLevel, StageStatus, diagnostic_array_msg
+from ..messages import DiagnosticLevel, StageStatus, diagnostic_array_msg, image_msg_to_array
 from ..typestore import MessageTypes
 from . import params as P
 
@@ -126,6 +126,16 @@ class QVisionNodeMixin:
         for s in statuses:
             s.hardware_id = self.get_fully_qualified_name()
         self._diag_pub.publish(diagnostic_array_msg(self.types, statuses, self.now_ns()))
+
+    def frame_of(self, msg, topic):
+        """The pixels of an Image message (a view), or None - counted in ``bad_frames`` and logged - when
+        it is malformed (wrong step, unknown encoding, truncated data...)."""
+        try:
+            return image_msg_to_array(msg)
+        except QVisionError as exc:
+            self.counters['bad_frames'] += 1
+            self.log_bad_frame('image on %s' % topic, exc)
+            return None
 
     def log_bad_frame(self, what, exc):
         """A frame that cannot be used: log it and keep running.  Each new kind of problem is logged when it

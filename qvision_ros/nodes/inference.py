@@ -25,7 +25,7 @@ import numpy as np
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from ..errors import ConfigError, InputError, QVisionError
-from ..messages import ClassIdMode, detections_to_msg, header_stamp_ns, image_msg_to_array
+from ..messages import ClassIdMode, detections_to_msg, header_stamp_ns
 from ..runtime.engine import Engine
 from ..vision.decode import Decoder
 from ..vision.preprocess import Preprocessor
@@ -201,11 +201,8 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         if not self._active:
             self.counters['inactive_dropped'] += 1
             return
-        try:
-            frame = image_msg_to_array(msg)
-        except QVisionError as exc:
-            self.counters['bad_frames'] += 1
-            self.log_bad_frame('image on %s' % self.cameras[camera][0], exc)
+        frame = self.frame_of(msg, self.cameras[camera][0])
+        if frame is None:
             return
         self._put(camera, msg.header, frame, msg.encoding)
 

@@ -16,7 +16,7 @@ import numpy as np
 from rclpy.node import Node
 
 from ..errors import ConfigError, QVisionError
-from ..messages import array_to_image_msg, copy_header, image_msg_to_array, make_header
+from ..messages import array_to_image_msg, copy_header, make_header
 from ..vision.preprocess import Preprocessor
 from . import params as P
 from .common import Pacer, QVisionNodeMixin, image_qos, latency_status, output_qos, run_node
@@ -63,11 +63,8 @@ class PreprocessNode(QVisionNodeMixin, Node):
         if not self._pacer.allow(self.values['max_rate_hz']):
             self.counters['skipped_rate'] += 1
             return
-        try:
-            frame = image_msg_to_array(msg)
-        except QVisionError as exc:
-            self.counters['bad_frames'] += 1
-            self.log_bad_frame('image on %s' % self.sub_raw.topic_name, exc)
+        frame = self.frame_of(msg, self.sub_raw.topic_name)
+        if frame is None:
             return
         if self.handover is not None and self.handover.wants_raw:
             self.handover.raw(msg.header, frame, msg.encoding)

@@ -18,8 +18,7 @@ import time
 from rclpy.node import Node
 
 from ..errors import QVisionError
-from ..messages import (ClassIdMode, bgr_to_image_msg, detections_to_msg, image_msg_to_array,
-                        label_info_msg, msg_to_detections)
+from ..messages import ClassIdMode, bgr_to_image_msg, detections_to_msg, label_info_msg, msg_to_detections
 from ..vision.decode import Detections
 from ..vision.draw import draw_detections
 from ..vision.image import to_bgr
@@ -75,13 +74,9 @@ class VisualizationNode(QVisionNodeMixin, Node):
 
     # -- input -------------------------------------------------------------------------------------
     def _on_image(self, msg):
-        try:
-            frame = image_msg_to_array(msg)
-        except QVisionError as exc:
-            self.counters['bad_frames'] += 1
-            self.log_bad_frame('image on %s' % self.sub_image.topic_name, exc)
-            return
-        self._on_frame(msg.header, frame, msg.encoding)
+        frame = self.frame_of(msg, self.sub_image.topic_name)
+        if frame is not None:
+            self._on_frame(msg.header, frame, msg.encoding)
 
     def _on_frame(self, header, frame, encoding):
         self.counters['images_in'] += 1
