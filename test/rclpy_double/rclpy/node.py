@@ -14,6 +14,7 @@ raise ``InvalidTopicNameException``; ``-r from:=to`` remaps topics.  Publishers 
 (``TypeError``) and its fields (:mod:`rclpy_double.msgcheck`) and hand it to the context's graph.
 """
 import collections
+import inspect
 import math
 import re
 import threading
@@ -108,6 +109,13 @@ class Subscription:
     def __init__(self, node, msg_type, topic, callback, qos_profile, raw=False):
         if raw:
             raise NotImplementedError('raw subscriptions are not part of the double')
+        try:
+            # rclpy checks the callback takes the message (jazzy also accepts (message, message_info),
+            # humble does not: the double keeps to what both accept)
+            inspect.signature(callback).bind(object())
+        except TypeError:
+            raise RuntimeError('Subscription.__init__(): callback should be callable with one argument (the '
+                               'message)') from None
         self._node = node
         self.msg_type = msg_type
         self.topic = topic
