@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 import rclpy_double
 from rclpy_double.harness import cached_engine_factory, executor, image_msg, probe, ros_session, scene
 from rclpy_double.launch_double import evaluate, load_launch_file
+from rclpy_double.yamlio import load as load_yaml
 
 from qvision_ros.messages import header_stamp_ns
 from qvision_ros.nodes.params import ALL, PARAMETERS
@@ -75,7 +75,7 @@ def test_launch_rejects_bad_arguments(tmp_path):
 
 
 def test_config_has_every_parameter_with_its_default():
-    doc = yaml.safe_load(CONFIG.read_text())
+    doc = load_yaml(CONFIG.read_text())
     seen = {}
     for key, body in doc.items():
         for name, value in body['ros__parameters'].items():
@@ -91,7 +91,7 @@ def test_config_has_every_parameter_with_its_default():
 
 
 def test_rviz_config_shows_the_annotated_image(tmp_path):
-    doc = yaml.safe_load(RVIZ.read_text())
+    doc = load_yaml(RVIZ.read_text())
     images = [d for d in doc['Visualization Manager']['Displays'] if d['Class'] == 'rviz_default_plugins/Image']
     assert images and images[0]['Topic']['Value'] == '/camera/image_annotated'
     procs = _processes(tmp_path, namespace='front', rviz='true')

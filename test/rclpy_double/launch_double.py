@@ -18,7 +18,7 @@ import os
 import sys
 import types
 
-import yaml
+from . import yamlio
 
 _EXECUTE_PROCESS_KWARGS = {'output', 'emulate_tty', 'respawn', 'respawn_delay', 'condition', 'sigterm_timeout',
                            'sigkill_timeout', 'on_exit', 'shell', 'log_cmd', 'cached_output', 'prefix', 'cwd',
@@ -137,12 +137,12 @@ class Node:
         values = {}
         for k, v in params.items():
             if isinstance(v, ParameterValue):
-                values[k] = v.value_type(v.value) if v.value_type else yaml.safe_load(str(v.value))
+                values[k] = v.value_type(v.value) if v.value_type else yamlio.load(str(v.value))
             else:
                 values[k] = v
         path = os.path.join(tmpdir, 'params_%d.yaml' % len(os.listdir(tmpdir)))
         with open(path, 'w') as f:
-            yaml.safe_dump({'/**': {'ros__parameters': values}}, f)
+            yamlio.dump({'/**': {'ros__parameters': values}}, f)
         return path
 
     def execute(self, context):
