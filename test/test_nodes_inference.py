@@ -224,3 +224,32 @@ def test_latest_slot_and_stamp_pairer():
     assert pairer.add('detections', (1, 'other'), 'dx', now_ns=30) is None    # frame_id differs
     assert pairer.add('image', (3, 'c'), 'i3', now_ns=500) is None              # i1 and dx expire
     assert pairer.unpaired == {'image': 1, 'detections': 1} and pairer.paired == 1
+
+
+def test_int8_model_is_fed_its_quantised_input(tmp_path):
+    """A QDQ model's input quantisation is done by the preprocessing's table: the node publishes exactly
+    what the engine gives for the float input."""
+    from qvision_ros.nodes.params import default_model_path
+    from qvision_ros.runtime.engine import Engine
+    from qvision_ros.runtime.zoo import quantize_qdq
+    from qvision_ros.vision.decode import Decoder
+    path = tmp_path / 'detector.qdq.onnx'
+    with open(str(default_model_path()).replace('.int8.onnx', '.onnx'), 'rb') as fh:
+        path.write_bytes(quantize_qdq(fh.read(), n_calib=2, op_types=['Conv']))
+    with ros_session():
+        from sensor_msgs.msg import Image
+        from vision_msgs.msg import Detection2DArray
+        node = _inference({'model_path': str(path)}, engine_factory=Engine)
+        assert node.input_quant is not None and node.preprocessor.quantized
+        p = probe()
+        out = p.listen(Detection2DArray, 'detections_raw')
+        ex = executor(node, p)
+        rgb = _network_frame(640, 480, 5)
+        p.publisher(Image, 'image_preprocessed').publish(image_msg(rgb[:, :, ::-1].copy(), 7, encoding='rgb8'))
+        assert rclpy_double.spin_until(ex, lambda: out, 20.0)
+        engine = Engine(str(path), num_threads=1)
+        x = Preprocessor(320, 320, layout='nchw').normalize(rgb, 'rgb8')
+        ref = Decoder(num_classes=5, max_detections=100)(engine.run({'images': x}))[0]
+        got = msg_to_detections(out[0])
+        assert len(ref) > 0
+        np.testing.assert_allclose(np.sort(got.scores), np.sort(ref.scores), atol=1e-6)

@@ -139,20 +139,29 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
             raise ConfigError('the model %s takes %dx%d images but input_width x input_height is %dx%d; set '
                               'them to the model size' % (self.model_path, width, height, v['input_width'],
                                                           v['input_height']))
-        self.preprocessor = Preprocessor(width, height, resize_mode=v['resize_mode'], pad_value=v['pad_value'],
-                                         channel_order=v['channel_order'], layout=layout)
+        # An int8 model whose first node quantises the image: the preprocessing's lookup table writes the
+        # quantised NHWC tensor directly (no float tensor, no quantisation pass; same values).
+        q = getattr(self.engine, 'quantized_inputs', {}).get(inp.name)
+        self.input_quant = q if q is not None and q.layout == 'NHWC' else None
+        if self.input_quant is None:
+            self.preprocessor = Preprocessor(width, height, resize_mode=v['resize_mode'], pad_value=v['pad_value'],
+                                             channel_order=v['channel_order'], layout=layout)
+        else:
+            self.preprocessor = Preprocessor(width, height, resize_mode=v['resize_mode'], pad_value=v['pad_value'],
+                                             channel_order=v['channel_order'], layout='nhwc',
+                                             input_scale=q.scale, input_zero_point=q.zero_point, dtype=q.dtype)
         self.decoder = self._make_decoder(v)
         kind = self.decoder.resolve_kind([o.shape for o in self.engine.outputs])
         if kind == 'classifier':
             raise ConfigError('the model %s is a classifier; the inference node needs a detector'
                               % self.model_path)
         # Warm-up: the first run touches every planned buffer and pre-packed weight once.
-        self.engine.run({inp.name: np.zeros(inp.shape, np.float32)})
+        self.engine.run({inp.name: np.zeros(*self._input_spec(inp.shape[0]))})
         topics = list(v['input_topics'])
         self.batchable = False
         if len(topics) > 1:
             try:
-                self.engine.run({inp.name: np.zeros((len(topics),) + tuple(inp.shape[1:]), np.float32)})
+                self.engine.run({inp.name: np.zeros(*self._input_spec(len(topics)))})
                 self.batchable = True
             except InputError:
                 self.batchable = False
@@ -168,6 +177,13 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
             if len(topics) != 1:
                 raise ConfigError('composed mode serves one camera; input_topics has %d' % len(topics))
             self.handover.connect_preprocessed(self._on_handover)
+
+    def _input_spec(self, n):
+        """(shape, dtype) of an input batch of ``n`` images in the form this node feeds the engine."""
+        q = self.input_quant
+        if q is None:
+            return (n,) + tuple(self.engine.inputs[0].shape[1:]), np.float32
+        return (n,) + tuple(q.shape[1:]), q.dtype
 
     def _make_decoder(self, v):
         return Decoder(kind=v['decoder'], num_classes=len(self.labels) or None,
@@ -244,7 +260,7 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         cams = sorted(items)
         t0 = time.perf_counter()
         inp = engine.inputs[0]
-        batch = np.empty((len(cams),) + tuple(inp.shape[1:]), np.float32)
+        batch = np.empty(*self._input_spec(len(cams)))
         letterboxes, sizes = [], []
         for i, cam in enumerate(cams):
             _, frame, encoding = items[cam]
