@@ -192,6 +192,11 @@ setup(
             'qvision-bench-engine = qvision_ros.bench_engine:main',
             'qvision-train-detector = qvision_ros.training.train:main',
             'qvision-synthetic = qvision_ros.synthetic:main',
+            # ROS 2 node executables (`ros2 run qvision_ros <name>`, launch/pipeline.launch.py)
+            'preprocess_node = qvision_ros.nodes.preprocess:main',
+            'inference_node = qvision_ros.nodes.inference:main',
+            'visualization_node = qvision_ros.nodes.visualization:main',
+            'composed_node = qvision_ros.nodes.composed:main',
         ],
     },
 )

@@ -29,11 +29,12 @@ class DetectionBagWriter:
     ``topic``: the Detection2DArray topic; ``image_topic``: None, or the topic of the frames passed as
     ``image_bgr``; ``label_topic``: where LabelInfo goes; ``distro``: 'humble' or 'jazzy' (message
     definitions and hashes of that distribution); ``class_id_mode``: :class:`ClassIdMode` (or 'index' /
-    'name') for ``ObjectHypothesis.class_id``.  Use as a context manager or call :meth:`close`.
+    'name') for ``ObjectHypothesis.class_id``; ``labels``: class names used when :meth:`write` gets none;
+    ``score_threshold``: the threshold LabelInfo reports.  Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, path, topic='detections', image_topic=None, distro='humble', label_topic='label_info',
-                 class_id_mode=ClassIdMode.INDEX, score_threshold=0.0):
+                 class_id_mode=ClassIdMode.INDEX, score_threshold=0.0, labels=None):
         from rosbags.rosbag2 import Writer
 
         if distro not in DISTROS:
@@ -45,6 +46,7 @@ class DetectionBagWriter:
         self.distro = distro
         self.class_id_mode = ClassIdMode.parse(class_id_mode)
         self.score_threshold = float(score_threshold)
+        self.labels = None if labels is None else [str(name) for name in labels]
         self.topic = _topic(topic, 'topic')
         self.image_topic = None if image_topic is None else _topic(image_topic, 'image_topic')
         self.label_topic = _topic(label_topic, 'label_topic')
@@ -70,12 +72,25 @@ class DetectionBagWriter:
         data = self._store.serialize_cdr(msg, TYPE_NAMES[attr])
         self._writer.write(self._connection(topic, attr), int(stamp_ns), bytes(data))
 
-    def write(self, stamp_ns, frame_id, detections, width, height, labels=None, image_bgr=None):
+    def write(self, stamp_ns, frame_id=None, detections=None, width=None, height=None, labels=None,
+              image_bgr=None):
         """Write one frame's detections (source pixels of a ``width x height`` frame; clipped to it, invalid
         boxes dropped), stamped ``stamp_ns`` with ``frame_id``; the frame itself when ``image_bgr`` is given
-        and the writer has an ``image_topic``; LabelInfo once, the first time ``labels`` is given."""
+        and the writer has an ``image_topic``; LabelInfo once, the first time labels are known.
+
+        ``stamp_ns`` may instead be a :class:`qvision_ros.pipeline.Result` (anything with ``stamp_ns``,
+        ``frame_id``, ``detections``, ``width``, ``height`` and optionally ``annotated``), as
+        ``qvision run --bag-out`` passes it.
+        """
         if self._writer is None:
             raise DataError('DetectionBagWriter for %s is closed' % self.path)
+        if hasattr(stamp_ns, 'detections'):
+            result = stamp_ns
+            stamp_ns, frame_id, detections = result.stamp_ns, result.frame_id, result.detections
+            width, height = result.width, result.height
+            if image_bgr is None:
+                image_bgr = getattr(result, 'annotated', None)
+        labels = self.labels if labels is None else labels
         header = make_header(self._types, stamp_ns, frame_id)
         if labels is not None and not self._labels_written:
             self._put(self.label_topic, 'LabelInfo',

@@ -288,6 +288,14 @@ def _format_value(v):
     return str(v)
 
 
+def __getattr__(name):
+    # The rosbag2 writer lives in qvision_ros.bag (it needs rosbags); reachable from here as well.
+    if name == 'DetectionBagWriter':
+        from .bag import DetectionBagWriter
+        return DetectionBagWriter
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
+
 __all__ = ['ClassIdMode', 'NS_PER_S', 'stamp_to_ns', 'header_stamp_ns', 'make_time', 'make_header',
            'copy_header', 'image_msg_to_array', 'image_msg_to_bgr', 'array_to_image_msg', 'bgr_to_image_msg',
            'sanitize_detections', 'class_id_string', 'detections_to_msg', 'empty_detections_msg',

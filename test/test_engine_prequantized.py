@@ -57,3 +57,16 @@ def test_float_models_have_no_quantized_inputs_and_bad_shapes_are_refused():
         engine.run({'images': np.zeros(engine.inputs[0].shape, np.uint8)})      # NCHW, not NHWC
     with pytest.raises(InputError, match='already quantised'):
         engine.run({'images': np.zeros(q.shape, np.int16)})
+
+
+def test_prequantized_batches_where_the_batch_is_dynamic():
+    from models import quantize_qdq
+    engine = Engine(quantize_qdq(model_bytes('vgg', dynamic_batch=True)), num_threads=1)
+    q = engine.quantized_inputs['images']
+    n, c, h, w = engine.inputs[0].shape
+    x = np.random.default_rng(5).random((3, c, h, w), dtype=np.float32)
+    xq = np.ascontiguousarray(quantize(x, q.scale, q.zero_point).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(engine.run({'images': xq})[0], engine.run({'images': x})[0])
+    fixed = Engine(qdq_bytes('vgg', 'uint8'), num_threads=1)
+    with pytest.raises(InputError, match='physical'):
+        fixed.run({'images': np.concatenate([xq[:1]] * 2)})

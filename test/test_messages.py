@@ -293,3 +293,22 @@ def test_bag_writer_closed_and_bad_topic(tmp_path):
         DetectionBagWriter(tmp_path / 'c', topic='has space')
     with pytest.raises(ConfigError):
         DetectionBagWriter(tmp_path / 'd', distro='foxy')
+
+
+def test_qvision_run_bag_out(tmp_path):
+    """``qvision run --bag-out`` writes the detections it reports into a rosbag2 of Detection2DArray."""
+    import json
+
+    from qvision_ros.cli import main
+    from qvision_ros.nodes.params import DATA_DIR
+    out = tmp_path / 'run'
+    status = main(['run', '%s/sample_road.mp4' % DATA_DIR, '--max-frames', '3', '--no-video', '--bag-out', '-q',
+                   '--frame-id', 'front', '--out', str(out)])
+    assert status == 0
+    records = [json.loads(line) for line in (out / 'detections.jsonl').read_text().splitlines()]
+    got = read_detection_bag(out / 'detections_bag')
+    assert len(got) == len(records) == 3
+    for (stamp, frame_id, det), rec in zip(got, records):
+        assert frame_id == 'front' == rec['frame_id']
+        assert stamp == rec['stamp']['sec'] * m.NS_PER_S + rec['stamp']['nanosec']
+        assert len(det) == len(rec['detections'])

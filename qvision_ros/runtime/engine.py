@@ -128,11 +128,14 @@ class Engine:
             default = self.inputs[len(arrays)].shape
             q = self.quantized_inputs.get(name)
             if q is not None and x.dtype == q.dtype and x.dtype != dtype:
-                if x.shape != q.shape:
+                # another batch size where the model declares the batch dynamic, like the float input
+                batch_ok = (len(x.shape) == len(q.shape) == len(dims) and x.shape[1:] == q.shape[1:]
+                            and x.shape[0] >= 1 and (x.shape[0] == q.shape[0] or dims[0] is None))
+                if not batch_ok:
                     raise InputError('quantised input %r must have the physical (%s) shape %s, got %s'
                                      % (name, q.layout, q.shape, x.shape))
                 arrays.append(np.require(x, requirements='C'))
-                key.append(default)
+                key.append((x.shape[0],) + tuple(default[1:]))
                 prequantized.append(name)
                 continue
             if x.dtype != dtype:

@@ -53,6 +53,13 @@ def _is_double_module(name):
     return name == 'rclpy' or name.startswith('rclpy.')
 
 
+def _purge_ros_users():
+    """Forget modules that imported rclpy (qvision_ros.nodes.*), so that they import the current one."""
+    for n in list(sys.modules):
+        if n.startswith('qvision_ros.nodes.'):
+            del sys.modules[n]
+
+
 def install():
     """Make ``import rclpy`` and the message packages resolve to the double; returns the rclpy module."""
     global _saved
@@ -65,6 +72,7 @@ def install():
                 del sys.modules[n]
         sys.modules.update(modules)
         sys.path.insert(0, _HERE)
+        _purge_ros_users()
     import rclpy
     rclpy.utilities.reset_default_context()
     return rclpy
@@ -81,6 +89,7 @@ def uninstall():
             del sys.modules[n]
     sys.modules.update(old_modules)
     sys.path[:] = old_path
+    _purge_ros_users()
     _saved = None
 
 

@@ -15,7 +15,7 @@ ROS arguments (``rclpy.init(args=[..., '--ros-args', ...])``, rcl ``rcl_parse_ar
 import collections
 import threading
 
-import yaml
+from rclpy_double import yamlio
 
 from .qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
@@ -93,7 +93,7 @@ class Graph:
 def _params_from_yaml(path):
     """{node key: {param name: value}} of a ROS 2 parameters file."""
     with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+        doc = yamlio.load(f.read()) or {}
     if not isinstance(doc, dict):
         raise ValueError('parameters file %s: the top level must be a mapping of node names' % path)
     out = {}
@@ -144,6 +144,7 @@ class RosArguments:
         self.params_files = []
         self.params = {}
         self.remaps = {}
+        self.log_level = None
         args = list(args or [])
         if '--ros-args' not in args:
             return
@@ -158,7 +159,10 @@ class RosArguments:
                 i += 2
             elif a in ('-p', '--param'):
                 name, _, text = rest[i + 1].partition(':=')
-                self.params[name] = yaml.safe_load(text)
+                self.params[name] = yamlio.load(text)
+                i += 2
+            elif a == '--log-level':
+                self.log_level = rest[i + 1]
                 i += 2
             elif a in ('-r', '--remap'):
                 src, _, dst = rest[i + 1].partition(':=')

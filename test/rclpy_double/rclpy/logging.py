@@ -31,10 +31,9 @@ def get_logger(name):
 
 
 class RcutilsLogger:
-    _contexts = {}
-
     def __init__(self, name=''):
         self.name = name
+        self._contexts = {}     # per logger object, keyed by call site (rclpy: self.contexts)
 
     def get_child(self, name):
         if not name:

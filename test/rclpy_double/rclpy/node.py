@@ -14,6 +14,7 @@ raise ``InvalidTopicNameException``; ``-r from:=to`` remaps topics.  Publishers 
 (``TypeError``) and its fields (:mod:`rclpy_double.msgcheck`) and hand it to the context's graph.
 """
 import collections
+import inspect
 import math
 import re
 import threading
@@ -23,6 +24,7 @@ import warnings
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 
 from .clock import ROSClock
+from .context import RosArguments
 from .exceptions import (InvalidNamespaceException, InvalidNodeNameException, InvalidParameterTypeException,
                          InvalidParameterValueException, InvalidTopicNameException,
                          NotInitializedException, ParameterAlreadyDeclaredException,
@@ -107,6 +109,13 @@ class Subscription:
     def __init__(self, node, msg_type, topic, callback, qos_profile, raw=False):
         if raw:
             raise NotImplementedError('raw subscriptions are not part of the double')
+        try:
+            # rclpy checks the callback takes the message (jazzy also accepts (message, message_info),
+            # humble does not: the double keeps to what both accept)
+            inspect.signature(callback).bind(object())
+        except TypeError:
+            raise RuntimeError('Subscription.__init__(): callback should be callable with one argument (the '
+                               'message)') from None
         self._node = node
         self.msg_type = msg_type
         self.topic = topic
@@ -189,10 +198,11 @@ class Node:
         self._context = get_default_context() if context is None else context
         if not self._context.ok():
             raise NotInitializedException('cannot create node')
-        if cli_args:
-            raise NotImplementedError('cli_args are not part of the double; use parameter_overrides')
         args = self._context.arguments if use_global_arguments else None
+        local = RosArguments(cli_args) if cli_args else None     # node-specific, they win
         remaps = dict(args.remaps) if args else {}
+        if local is not None:
+            remaps.update(local.remaps)
         node_name = remaps.pop('__node', remaps.pop('__name', node_name))
         namespace = remaps.pop('__ns', namespace) or ''
         _validate_node_name(node_name)
@@ -215,9 +225,10 @@ class Node:
         self._clock = ROSClock()
         self._destroyed = False
         self._parameter_overrides = {}
-        if args is not None:
-            for name, value in args.overrides_for(self.get_fully_qualified_name()).items():
-                self._parameter_overrides[name] = Parameter(name, value=value)
+        for source in (args, local):
+            if source is not None:
+                for name, value in source.overrides_for(self.get_fully_qualified_name()).items():
+                    self._parameter_overrides[name] = Parameter(name, value=value)
         if parameter_overrides is not None:
             self._parameter_overrides.update({p.name: p for p in parameter_overrides})
         if automatically_declare_parameters_from_overrides:
