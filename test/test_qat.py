@@ -1,0 +1,290 @@
+"""Quantization-aware training (qvision_ros.quantization.qat): the fake-quantisation arithmetic against
+DESIGN.md section 3 (golden values), and the round trip prepare -> calibrate -> fine-tune -> export QDQ ->
+run, for 8-, 4- and 2-bit weights.
+
+Oracles for the exported file: ONNX Runtime running the same file (graph optimisation off: every node by
+its ONNX definition; and on), and the PyTorch fake-quantised model itself.  Our Engine must agree with both
+within 2 steps of the output quantisation, run every convolution and the linear layer on its int8 kernels
+(per-layer profile), and the file's int8 weights must lie in the n-bit range.
+"""
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from models import ort_run, step_differences
+from qvision_ros.errors import ConfigError, DataError, ModelError
+from qvision_ros.quantization import qat
+from qvision_ros.runtime import Engine
+
+MAX_STEPS = 2
+SIZE = 32
+
+
+class TinyNet(nn.Module):
+    """The patterns QAT has to place quantisers around: Conv-BN-ReLU, depthwise Conv-BN-ReLU6, a residual
+    Add followed by ReLU, max pool, Conv-SiLU, nearest upsample, Concat, global average pool, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16))
+        self.pool = nn.MaxPool2d(2)
+        self.branch = nn.Conv2d(16, 16, 3, 1, 1)
+        self.act = nn.SiLU()
+        self.up = nn.Upsample(scale_factor=2, mode='nearest')
+        self.down = nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = torch.relu(self.pw(self.dw(x)) + x)
+        u = self.up(self.act(self.branch(self.pool(y))))
+        z = self.down(torch.cat([y, u], 1))
+        return self.fc(torch.flatten(self.gap(z), 1))
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    net = TinyNet()
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in net.modules():                  # non-trivial batch-norm statistics, so that folding matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return net.eval()
+
+
+def _images(n, seed):
+    return torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _train_batches(seed=5, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(8, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (8,), generator=g))
+            for _ in range(n)]
+
+
+def _prepared(bits, keep_float=()):
+    model = qat.prepare_qat(tiny_net(), weight_bits=bits, keep_float=keep_float)
+    qat.calibrate(model, [_images(8, 1), _images(8, 2)])
+    return model
+
+
+def _weights(proto):
+    """{conv/gemm node name: (int8 weight, scales, axis)} of every layer whose weight is a
+    DequantizeLinear of an initializer."""
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    out = {}
+    for n in proto.graph.node:
+        if n.op_type not in ('Conv', 'Gemm'):
+            continue
+        dq = producers.get(n.input[1])
+        assert dq is not None and dq.op_type == 'DequantizeLinear', (n.name, dq)
+        axis = next((a.i for a in dq.attribute if a.name == 'axis'), 1)
+        out[n.name] = (inits[dq.input[0]], inits[dq.input[1]], axis)
+    return out
+
+
+# -------------------------------------------------------------------------------- arithmetic (golden)
+
+def test_activation_qparams_golden():
+    # [-1, 3]: s = 4 / 255, zp = round(1 / s) = round(63.75) = 64
+    s, zp = qat.activation_qparams(-1.0, 3.0)
+    assert s == pytest.approx(4 / 255, rel=1e-7) and zp == 64
+    assert s == float(np.float32(s))                       # a float32 value, as stored in the file
+    # widened to include 0: [0.5, 2] -> [0, 2], zp 0; [-3, -1] -> [-3, 0], zp 255
+    assert qat.activation_qparams(0.5, 2.0) == (pytest.approx(2 / 255, rel=1e-7), 0)
+    assert qat.activation_qparams(-3.0, -1.0) == (pytest.approx(3 / 255, rel=1e-7), 255)
+    # degenerate: an all-zero range (ONNX Runtime's convention)
+    assert qat.activation_qparams(0.0, 0.0) == (1.0, 0)
+    with pytest.raises(DataError, match='not finite'):
+        qat.activation_qparams(float('nan'), 1.0)
+
+
+def test_fake_quantize_rounds_half_to_even_and_clamps():
+    s = torch.tensor(0.5)
+    x = torch.tensor([0.25, 0.75, 1.25, -0.25, -0.75, 200.0, -200.0])    # ties: 0.5, 1.5, 2.5, -0.5, -1.5
+    y = qat.fake_quantize(x, s, torch.tensor(10.0), 0, 255)
+    # q = round(x / s) + 10 -> 10, 12, 12, 10, 8, 255 (clamped), 0 (clamped); y = (q - 10) * s
+    np.testing.assert_array_equal(y.numpy(), np.float32([0.0, 1.0, 1.0, 0.0, -1.0, 122.5, -5.0]))
+
+
+def test_straight_through_gradient():
+    """d fq / dx is 1 inside the representable range, 0 where the value is clamped."""
+    x = torch.tensor([-6.0, -1.0, 0.3, 2.0, 300.0], requires_grad=True)     # q = x + 5 in [0, 255]?
+    qat.fake_quantize(x, torch.tensor(1.0), torch.tensor(5.0), 0, 255).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 1.0, 1.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize('bits,qmax', [(8, 127), (4, 7), (2, 1)])
+def test_weight_quantizer_golden(bits, qmax):
+    w = torch.tensor([[0.7, -0.35, 0.1], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.5]])
+    s = qat.weight_scales(w, bits)
+    np.testing.assert_allclose(s.numpy(), np.float32([0.7 / qmax, 1.0, 2.0 / qmax]), rtol=1e-7)
+    q, s2 = qat.WeightQuantizer(bits).integers(w)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == qmax and torch.equal(s, s2)
+    expected = np.clip(np.rint(w.numpy() / s.numpy()[:, None]), -qmax, qmax)
+    np.testing.assert_array_equal(q.numpy(), expected)
+    quantizer = qat.WeightQuantizer(bits)
+    assert torch.equal(quantizer(w), w)                  # off until calibrated
+    quantizer.enabled = True
+    fq = quantizer(w)
+    np.testing.assert_array_equal(fq.numpy(), (q.float() * s[:, None]).numpy())
+
+
+# ------------------------------------------------------------------------------------- preparation
+
+def test_prepare_folds_batch_norm_and_places_quantizers():
+    net = tiny_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = qat.prepare_qat(net, weight_bits=8)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())    # the input is untouched
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    kinds = collections.Counter(type(m).__name__ for m in model.modules())
+    assert kinds['QuantConv2d'] == 5 and kinds['QuantLinear'] == 1, kinds
+    # input, stem(+relu), dw(+relu6), pw, add(+relu), silu conv, silu, cat, down(+relu), gap, fc;
+    # the max pool and the upsample re-use their input's quantiser
+    assert kinds['ActivationQuantizer'] == 11 and kinds['SharedQuantizer'] == 2, kinds
+    # the folded float model (quantisers off) computes what the original computes
+    x = _images(2, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), net(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------- round trip
+
+@pytest.mark.parametrize('bits', [8, 4, 2])
+def test_round_trip(bits, tmp_path):
+    model = _prepared(bits)
+    w0 = model.fc.linear.weight.detach().clone()
+    losses = qat.fine_tune(model, _train_batches(), nn.functional.cross_entropy,
+                           qat.FineTuneOptions(epochs=2, lr=0.02))
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert not torch.equal(w0, model.fc.linear.weight)          # the weights were trained
+    path = qat.export_qdq(model, str(tmp_path / 'sub' / 'tiny.qdq.onnx'), _images(1, 0))
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+
+    # int8 weights, per output channel, inside the n-bit range (and reaching it: s = max|w| / qmax)
+    qmax = qat.weight_qmax(bits)
+    weights = _weights(proto)
+    assert len(weights) == 6
+    for name, (q, s, axis) in weights.items():
+        assert q.dtype == np.int8 and axis == 0 and s.shape == (q.shape[0],), name
+        assert np.abs(q).max() == qmax and q.min() >= -qmax, (name, q.min(), q.max())
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4 for t in proto.graph.initializer)
+
+    engine = Engine(path, num_threads=1)
+    x = _images(4, 9).numpy()
+    records = engine.profile({'images': x[:1]}, repeat=1)
+    layers = [r for r in records if r.op in ('QConv', 'QGemm', 'Conv', 'Gemm', 'MatMul')]
+    assert collections.Counter(r.op for r in layers) == {'QConv': 5, 'QGemm': 1}, layers
+    assert all(r.precision == 'int8' for r in layers)
+
+    out_scale = float(model.fc_fq.scale)
+    hist = collections.Counter()
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        (ours,) = engine.run({'images': xi})
+        plain = ort_run(path, {'images': xi}, optimize=False)[0]
+        optimized = ort_run(path, {'images': xi})[0]
+        with torch.no_grad():
+            mine = model(torch.from_numpy(xi)).numpy()
+        for name, ref in (('ort', plain), ('ort-optimized', optimized), ('torch', mine)):
+            d = step_differences(ours, ref, out_scale)
+            hist[name] = max(hist[name], int(d.max()))
+    print('\n%d-bit weights: largest output difference in steps of %.4g: %s' % (bits, out_scale, dict(hist)))
+    assert max(hist.values()) <= MAX_STEPS, hist
+
+
+def test_keep_float_layer_runs_float(tmp_path):
+    """A layer named in keep_float stays float (no weight quantiser, no output quantiser); the layer that
+    reads its value gets a quantiser on it, and the rest still runs int8."""
+    model = _prepared(8, keep_float=('branch',))
+    assert isinstance(model.branch, nn.Conv2d)
+    path = qat.export_qdq(model, str(tmp_path / 'partial.onnx'), _images(1, 0))
+    engine = Engine(path, num_threads=1)
+    records = engine.profile({'images': _images(1, 4).numpy()}, repeat=1)
+    convs = {r.name: r.precision for r in records if r.op in ('QConv', 'Conv')}
+    assert convs.pop('/branch/Conv') == 'fp32'
+    assert len(convs) == 4 and set(convs.values()) == {'int8'}, convs
+    x = _images(1, 6).numpy()
+    (ours,) = engine.run({'images': x})
+    ref = ort_run(path, {'images': x}, optimize=False)[0]
+    assert step_differences(ours, ref, float(model.fc_fq.scale)).max() <= MAX_STEPS
+
+
+def test_export_int8_weights_equal_the_exporter_file(tmp_path):
+    """The int8 initializers of the default export are exactly the QuantizeLinear results of PyTorch's own
+    file (int8_weights=False): same outputs from ONNX Runtime, a smaller file."""
+    model = _prepared(4)
+    x = _images(1, 0)
+    folded = qat.export_qdq_bytes(model, x)
+    raw = qat.export_qdq_bytes(model, x, int8_weights=False)
+    assert len(folded) < len(raw)
+    ops = collections.Counter(n.op_type for n in onnx.load_from_string(raw).graph.node)
+    ops_folded = collections.Counter(n.op_type for n in onnx.load_from_string(folded).graph.node)
+    assert ops['QuantizeLinear'] - ops_folded['QuantizeLinear'] == 6
+    xi = _images(1, 8).numpy()
+    np.testing.assert_array_equal(ort_run(folded, {'images': xi}, optimize=False)[0],
+                                  ort_run(raw, {'images': xi}, optimize=False)[0])
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+class _Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:                         # data-dependent control flow: not traceable
+            return self.conv(x)
+        return x
+
+
+class _NoLayers(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+
+
+@pytest.mark.parametrize('bits', [3, 16, 0, True, '8', None])
+def test_bad_bits(bits):
+    with pytest.raises(ConfigError, match='weight bits must be one of'):
+        qat.prepare_qat(tiny_net(), weight_bits=bits)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ConfigError, match='torch.nn.Module'):
+        qat.prepare_qat(lambda x: x)
+    with pytest.raises(ModelError, match='cannot trace'):
+        qat.prepare_qat(_Branchy())
+    with pytest.raises(ModelError, match='no Conv2d or Linear'):
+        qat.prepare_qat(_NoLayers())
+    with pytest.raises(ConfigError, match='prepare_qat'):
+        qat.calibrate(tiny_net(), [_images(1, 0)])
+    model = qat.prepare_qat(tiny_net())
+    with pytest.raises(ConfigError, match='calibrate'):
+        qat.export_qdq(model, str(tmp_path / 'x.onnx'), _images(1, 0))
+    with pytest.raises(ConfigError, match='calibrate'):
+        qat.fine_tune(model, _train_batches(), nn.functional.cross_entropy)
+    with pytest.raises(DataError, match='no batches'):
+        qat.calibrate(model, [])
+    qat.calibrate(model, [_images(2, 0)])
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(freeze_epoch=9), dict(averaging=0.0),
+                dict(max_steps=0), dict(momentum=1.5)):
+        with pytest.raises(ConfigError, match='FineTuneOptions'):
+            qat.fine_tune(model, _train_batches(), nn.functional.cross_entropy, qat.FineTuneOptions(**bad))
+    with pytest.raises(ConfigError, match='opset'):
+        qat.export_qdq(model, str(tmp_path / 'x.onnx'), _images(1, 0), opset=11)
+    assert not (tmp_path / 'x.onnx').exists()
