@@ -583,8 +583,9 @@ def _inputs(batch):
 @torch.no_grad()
 def calibrate(model, batches, progress=False):
     """Initialise every activation range from ``batches`` (iterable of input tensors/arrays, or of
-    (inputs, targets) pairs) run through the float model: running min/max per quantiser.  Then the fake
-    quantisation is switched on and the observers off.  The result is the post-training quantised model
+    (inputs, targets) pairs): running min/max per quantiser of the activations of the model with its
+    weights already quantised (at 4 or 2 bits the weights' rounding changes the activation ranges) and
+    float activations.  Then the activation fake quantisation is switched on and the observers off.  The result is the post-training quantised model
     (PTQ with min/max ranges); fine-tuning (:func:`fine_tune`) makes it QAT.  Returns the model."""
     _check_prepared(model)
     qs = activation_quantizers(model)
@@ -592,6 +593,8 @@ def calibrate(model, batches, progress=False):
         q.min_val.fill_(float('inf'))
         q.max_val.fill_(float('-inf'))
         q.observing, q.averaging, q.enabled = True, None, False
+    for layer in _weighted_layers(model):
+        layer.weight_quantizer.enabled = True
     was_training = model.training
     model.eval()
     n = 0
@@ -605,8 +608,6 @@ def calibrate(model, batches, progress=False):
         bar.close()
         for q in qs:
             q.observing, q.enabled = False, True
-        for layer in _weighted_layers(model):
-            layer.weight_quantizer.enabled = True
         model.train(was_training)
     if n == 0:
         raise DataError('calibration got no batches; pass at least one input batch')
