@@ -288,3 +288,68 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match='opset'):
         qat.export_qdq(model, str(tmp_path / 'x.onnx'), _images(1, 0), opset=11)
     assert not (tmp_path / 'x.onnx').exists()
+
+
+# ------------------------------------------------------------------ digits classifier and bit-width table
+
+def test_digits_data_split():
+    from qvision_ros.training import digits
+    data = digits.load_data(size=16)
+    assert data.x_train.shape == (1437, 1, 16, 16) and data.x_test.shape == (360, 1, 16, 16)
+    assert data.x_train.dtype == np.float32 and 0 <= data.x_test.min() and data.x_test.max() <= 1
+    counts = np.bincount(data.y_test, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37, counts          # stratified: ~36 per class
+    again = digits.load_data(size=16)
+    np.testing.assert_array_equal(again.y_test, data.y_test)          # a fixed split
+    with pytest.raises(ConfigError, match='multiple of 8'):
+        digits.load_data(size=12)
+
+
+def test_digits_qat_weight_storage(tmp_path):
+    """A briefly trained digits model: its float ONNX runs on the engine like PyTorch; at 4 bits the
+    table's weight storage equals the count made from the PyTorch layers (n-bit weights, float32 scales,
+    32-bit biases), and the PTQ export runs every layer int8."""
+    from qvision_ros.quantization import bitwidth
+    from qvision_ros.training import digits
+    full = digits.load_data()
+    data = digits.DigitsData(full.x_train[:256], full.y_train[:256], full.x_test[:64], full.y_test[:64])
+    model, losses = digits.train(data, digits.TrainOptions(epochs=2, batch=32))
+    assert losses[-1] < losses[0]
+    fp32 = digits.export_onnx(model, str(tmp_path / 'fp32.onnx'))
+    engine = Engine(fp32, num_threads=1)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(data.x_test[:2])).numpy()
+    for i in range(2):
+        np.testing.assert_allclose(engine.run({'images': data.x_test[i:i + 1]})[0][0], expected[i],
+                                   rtol=1e-4, atol=1e-4)
+    qmodel = qat.prepare_qat(model, weight_bits=4, calibration=[torch.from_numpy(data.x_train[:64])])
+    blob = qat.export_qdq_bytes(qmodel, data.x_test[:1], output_names=('logits',))
+    layers = [m.conv if isinstance(m, qat.QuantConv2d) else m.linear for m in qmodel.modules()
+              if isinstance(m, (qat.QuantConv2d, qat.QuantLinear))]
+    assert len(layers) == 7
+    expected_bytes = sum(-(-l.weight.numel() * 4 // 8) + 4 * l.weight.shape[0] + 4 * l.bias.numel()
+                         for l in layers)
+    assert bitwidth.weight_storage_bytes(blob, 4) == expected_bytes
+    assert bitwidth.weight_storage_bytes(fp32, 32) == 4 * sum(l.weight.numel() + l.bias.numel() for l in layers)
+    with pytest.raises(ConfigError, match='outside the 2-bit range'):
+        bitwidth.weight_storage_bytes(blob, 2)
+    row = bitwidth.measure('PTQ', 4, blob, data, qmodel, 1, 3, 0.0)
+    assert row.int8_layers == row.layers == 7 and abs(row.engine_accuracy - row.torch_accuracy) <= 2 / 64
+
+
+def test_bitwidth_command(tmp_path):
+    """The table command end to end, shortened (1 training epoch, 1 QAT epoch, 4 bits only)."""
+    import json
+
+    from qvision_ros.quantization import bitwidth
+    out = tmp_path / 'table.json'
+    assert bitwidth.main(['--train-epochs', '1', '--qat-epochs', '1', '--bits', '4', '--latency-runs', '3',
+                          '--calib-images', '64', '--json', str(out)]) == 0
+    info = json.loads(out.read_text())
+    rows = info['rows']
+    assert [(r['method'], r['weight_bits']) for r in rows] == [('FP32', 32), ('PTQ', 4), ('QAT', 4)]
+    assert rows[0]['int8_layers'] == 0 and all(r['int8_layers'] == r['layers'] == 7 for r in rows[1:])
+    assert rows[1]['weight_bytes'] < rows[0]['weight_bytes'] / 7
+    assert all(r['latency_ms'] > 0 and 0 <= r['engine_accuracy'] <= 1 for r in rows)
+    assert 'QAT 4-bit weights' in info['markdown']
+    assert list(tmp_path.iterdir()) == [out]              # the ONNX files went to a removed temporary folder

@@ -54,15 +54,16 @@ class Row:
     seconds: float                  # time to produce the model (calibration / fine-tuning / export)
 
 
-def weight_storage_bytes(model_bytes, bits):
-    """Bytes of the layers' parameters of an ONNX model with the quantised weights packed at ``bits``:
+def weight_storage_bytes(model, bits):
+    """Bytes of the layers' parameters of an ONNX model (bytes or a path) with the quantised weights
+    packed at ``bits``:
     for each Conv / Gemm / MatMul, an int8 weight (DequantizeLinear of an initializer) counts
     ``ceil(count * bits / 8)`` plus 4 per scale, a float weight 4 per value, a bias 4 per value.  Raises
     ConfigError when a quantised weight does not fit in ``bits`` (symmetric range)."""
     import onnx
     from onnx import numpy_helper
 
-    proto = onnx.load_from_string(model_bytes)
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
     inits = {t.name: t for t in proto.graph.initializer}
     producers = {o: n for n in proto.graph.node for o in n.output}
     qmax = 2 ** (bits - 1) - 1
