@@ -224,6 +224,39 @@ def test_keep_float_layer_runs_float(tmp_path):
     assert step_differences(ours, ref, float(model.fc_fq.scale)).max() <= MAX_STEPS
 
 
+class _TwoHeads(nn.Module):
+    """A backbone with two output convolutions concatenated as the model output, then a float decode."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.MaxPool2d(2))
+        self.box = nn.Conv2d(8, 4, 1)
+        self.cls = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        f = self.body(x)
+        out = torch.cat([self.box(f), self.cls(f)], 1)
+        return torch.cat([out[:, :4] * 8.0, torch.sigmoid(out[:, 4:])], 1)
+
+
+def test_tail_stays_float(tmp_path):
+    """The concatenations and the sigmoid after the last convolutions feed no int8 layer: no quantiser
+    there (the decode stays float), while both convolutions still run int8."""
+    model = qat.prepare_qat(_TwoHeads(), calibration=[_images(2, 0)])
+    kinds = collections.Counter(type(m).__name__ for m in model.modules())
+    # input, body conv(+relu), box, cls; the max pool's shared quantiser feeds the two convolutions
+    assert kinds['ActivationQuantizer'] == 4 and kinds['SharedQuantizer'] == 1, kinds
+    path = qat.export_qdq(model, str(tmp_path / 'heads.onnx'), _images(1, 0))
+    engine = Engine(path, num_threads=1)
+    ops = collections.Counter((r.op, r.precision) for r in engine.profile({'images': _images(1, 1).numpy()},
+                                                                          repeat=1))
+    assert ops[('QConv', 'int8')] == 3 and ops[('Concat', 'fp32')] == 2 and ops[('Sigmoid', 'fp32')] == 1, ops
+    x = _images(1, 2).numpy()
+    (ours,) = engine.run({'images': x})
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, model(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_export_int8_weights_equal_the_exporter_file(tmp_path):
     """The int8 initializers of the default export are exactly the QuantizeLinear results of PyTorch's own
     file (int8_weights=False): same outputs from ONNX Runtime, a smaller file."""

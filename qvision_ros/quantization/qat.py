@@ -29,7 +29,10 @@ one-input activations of quantised values (SiLU, Sigmoid, Hardswish, LeakyReLU, 
 the engine); max pools and nearest upsampling re-use their input's quantiser (they only select values);
 reshapes, flattens, splits, slices and dropout pass their input's quantisation through.  Anything else
 (softmax, the arithmetic of a decoding head) stays float; a quantised layer that reads a float value gets a
-quantiser on that value.  ``keep_float`` names modules (or patterns, or graph node names) to leave float.
+quantiser on that value.  The quantisers of additions, concatenations, pools and activations whose value
+no int8 layer reads are left out (the tail of a network: a detection head's concatenation of box and class
+logits feeding a float decode - DESIGN.md section 3 keeps decoding heads float).  ``keep_float`` names
+modules (or patterns, or graph node names) to leave float.
 
 The model is rewritten with ``torch.fx``: it must be symbolically traceable (static control flow).  Batch
 norms directly after a convolution (or a linear layer) are folded into it first (eval-mode statistics:
@@ -406,6 +409,8 @@ class _Rewriter:
         self.gm, self.bits, self.keep_float = gm, bits, tuple(keep_float)
         self.quantizer = {}        # node -> the ActivationQuantizer its value is on (None: float)
         self.fused_act = set()     # clamp activations whose output quantiser also stands for the layer's
+        self.optional = set()      # quantiser nodes that only serve int8 consumers (removed without one)
+        self.optional_act = set()  # fused activations of layers whose output quantiser is optional
         self.count = 0
 
     def _add_module(self, base, module):
@@ -423,8 +428,9 @@ class _Rewriter:
         node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
         return new
 
-    def quantize_output(self, node, source=None):
-        """Put a new quantiser (or a :class:`SharedQuantizer` of ``source``) on ``node``'s value."""
+    def quantize_output(self, node, source=None, optional=False):
+        """Put a new quantiser (or a :class:`SharedQuantizer` of ``source``) on ``node``'s value;
+        ``optional``: only kept when an int8 layer reads the value (:meth:`prune`)."""
         if source is None:
             q = ActivationQuantizer()
             new = self._insert_after(node, q, node.name + '_fq')
@@ -433,6 +439,8 @@ class _Rewriter:
             new = self._insert_after(node, SharedQuantizer(source), node.name + '_fq')
         self.quantizer[new] = q
         self.quantizer[node] = None
+        if optional:
+            self.optional.add(new)
         return new
 
     def ensure_quantized(self, value):
@@ -450,13 +458,15 @@ class _Rewriter:
             return act
         return None
 
-    def _layer_output(self, node):
+    def _layer_output(self, node, optional=False):
         act = self._fusable_clamp(node)
         if act is not None:
             self.fused_act.add(act)
+            if optional:
+                self.optional_act.add(act)
             self.quantizer[node] = None
         else:
-            self.quantize_output(node)
+            self.quantize_output(node, optional=optional)
 
     def _tensor_args(self, node):
         return [a for a in node.args if isinstance(a, fx.Node)]
@@ -483,29 +493,73 @@ class _Rewriter:
                 self.ensure_quantized(x)
                 self._layer_output(node)
             elif node in self.fused_act:
-                self.quantize_output(node)
+                self.quantize_output(node, optional=node in self.optional_act)
             elif _is(node, (), _BINARY_FUNCTIONS, _BINARY_METHODS, gm) and len(self._tensor_args(node)) == 2:
                 for a in self._tensor_args(node):
                     self.ensure_quantized(a)
-                self._layer_output(node)
+                self._layer_output(node, optional=True)
             elif _is(node, (), _CAT_FUNCTIONS, (), gm) and isinstance(x, (list, tuple)) \
                     and all(isinstance(a, fx.Node) for a in x):
                 for a in x:
                     self.ensure_quantized(a)
-                self.quantize_output(node)
+                self.quantize_output(node, optional=True)
             elif _is(node, _AVERAGE_MODULES, _AVERAGE_FUNCTIONS, (), gm):
                 self.ensure_quantized(x)
-                self.quantize_output(node)
+                self.quantize_output(node, optional=True)
             elif _is(node, _SELECT_MODULES, _SELECT_FUNCTIONS, (), gm) or _is_nearest_upsample(node, gm):
                 if xq is not None:
-                    self.quantize_output(node, source=xq)
+                    self.quantize_output(node, source=xq, optional=True)
             elif _is(node, _UNARY_MODULES, _UNARY_FUNCTIONS, _UNARY_METHODS, gm) or (
                     _is(node, (), _BINARY_FUNCTIONS, _BINARY_METHODS, gm) and len(self._tensor_args(node)) == 1):
                 if xq is not None:      # a lookup table of a quantised value in the engine
-                    self.quantize_output(node)
+                    self.quantize_output(node, optional=True)
+        self.prune()
         gm.graph.lint()
         gm.recompile()
         return gm
+
+    # -------------------------------------------------------------- quantisers nothing int8 reads
+    def _call_of(self, node, types):
+        return node.op == 'call_module' and isinstance(self.gm.get_submodule(node.target), types)
+
+    def _transparent(self, node):
+        """Nodes a quantised value flows through unchanged for this purpose: reshapes and the like, max
+        pools / upsamples and their shared quantisers, fused clamps."""
+        gm = self.gm
+        return (_is(node, _PASS_MODULES, _PASS_FUNCTIONS, _PASS_METHODS, gm)
+                or _is(node, _SELECT_MODULES, _SELECT_FUNCTIONS, (), gm) or _is_nearest_upsample(node, gm)
+                or self._call_of(node, SharedQuantizer) or node in self.fused_act)
+
+    def _read_by_int8(self, value):
+        """True when an int8 layer of the engine would read ``value``: a quantised convolution / linear
+        layer, or an op whose output is quantised (an Add, Concat, pool or lookup table)."""
+        for user in value.users:
+            if self._call_of(user, (QuantConv2d, QuantLinear, ActivationQuantizer)):
+                return True
+            if self._transparent(user):
+                if self._read_by_int8(user):
+                    return True
+                continue
+            for out in user.users:
+                if self._call_of(out, ActivationQuantizer) or (
+                        out in self.fused_act and any(self._call_of(o, ActivationQuantizer) for o in out.users)):
+                    return True
+        return False
+
+    def prune(self):
+        """Remove the optional quantisers (outputs of Add, Mul, Concat, pools and lookup-table
+        activations) whose value no int8 layer reads - the tail of a network, e.g. a detection head's
+        concatenation of box and class logits feeding a float decode: quantising it would only add
+        error.  Last node first, so that removals propagate upwards."""
+        gm = self.gm
+        for node in reversed(list(gm.graph.nodes)):
+            if node not in self.optional or self._read_by_int8(node):
+                continue
+            source = node.args[0]
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+            delattr(gm, node.target)
+            self.quantizer.pop(node, None)
 
 
 def prepare_qat(model, weight_bits=8, keep_float=(), calibration=None):
