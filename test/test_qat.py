@@ -207,6 +207,21 @@ def test_round_trip(bits, tmp_path):
     assert max(hist.values()) <= MAX_STEPS, hist
 
 
+def test_fine_tune_freezing_and_limits():
+    """freeze_epoch=0: the calibrated ranges never move; without it they follow the data (moving average)
+    until the last epoch; max_steps stops the run; AdamW and gradient clipping run."""
+    model = _prepared(8)
+    ranges = [(float(q.min_val), float(q.max_val)) for q in qat.activation_quantizers(model)]
+    losses = qat.fine_tune(model, _train_batches(n=4), nn.functional.cross_entropy,
+                           qat.FineTuneOptions(epochs=3, freeze_epoch=0, max_steps=5,
+                                               optimizer=qat.OptimizerKind.ADAMW, clip_grad_norm=1.0))
+    assert len(losses) == 2                              # 4 steps, then 1 of the second epoch
+    assert ranges == [(float(q.min_val), float(q.max_val)) for q in qat.activation_quantizers(model)]
+    qat.fine_tune(model, _train_batches(n=2), nn.functional.cross_entropy, qat.FineTuneOptions(epochs=2))
+    moved = [(float(q.min_val), float(q.max_val)) for q in qat.activation_quantizers(model)]
+    assert moved != ranges and not any(q.observing for q in qat.activation_quantizers(model))
+
+
 def test_keep_float_layer_runs_float(tmp_path):
     """A layer named in keep_float stays float (no weight quantiser, no output quantiser); the layer that
     reads its value gets a quantiser on it, and the rest still runs int8."""
@@ -315,7 +330,8 @@ def test_bad_arguments(tmp_path):
         qat.calibrate(model, [])
     qat.calibrate(model, [_images(2, 0)])
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(freeze_epoch=9), dict(averaging=0.0),
-                dict(max_steps=0), dict(momentum=1.5)):
+                dict(max_steps=0), dict(momentum=1.5), dict(optimizer='adam'), dict(time_limit_s=0),
+                dict(clip_grad_norm=-1.0)):
         with pytest.raises(ConfigError, match='FineTuneOptions'):
             qat.fine_tune(model, _train_batches(), nn.functional.cross_entropy, qat.FineTuneOptions(**bad))
     with pytest.raises(ConfigError, match='opset'):

@@ -55,6 +55,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional
 
 import torch
@@ -683,21 +684,31 @@ def freeze(model):
 
 # ------------------------------------------------------------------------------------- fine-tuning
 
+class OptimizerKind(Enum):
+    SGD = 'sgd'          # momentum SGD
+    ADAMW = 'adamw'
+
+
 @dataclass
 class FineTuneOptions:
     """Options of :func:`fine_tune`.
 
-    epochs: passes over the data; lr: initial SGD learning rate (cosine-annealed to 0 over the run);
-    momentum, weight_decay: of the SGD optimizer; freeze_epoch: epoch (0-based) from which the activation
-    ranges are frozen (None: the last epoch; the ranges follow the data before, as an exponential moving
-    average with ``averaging``); max_steps: stop after this many steps in all (None: no limit)."""
+    epochs: passes over the data; lr: initial learning rate (cosine-annealed to 0 over the run);
+    optimizer: SGD with ``momentum`` or AdamW, with ``weight_decay``; clip_grad_norm: clip the gradient
+    norm (None: no clipping); freeze_epoch: epoch (0-based) from which the activation ranges are frozen
+    (None: the last epoch; the ranges follow the data before, as an exponential moving average with
+    ``averaging``); max_steps: stop after this many steps in all; time_limit_s: stop after the step that
+    passes this many seconds (the learning-rate schedule then follows whichever runs out first)."""
     epochs: int = 3
     lr: float = 1e-3
+    optimizer: OptimizerKind = OptimizerKind.SGD
     momentum: float = 0.9
     weight_decay: float = 0.0
+    clip_grad_norm: Optional[float] = None
     freeze_epoch: Optional[int] = None
     averaging: float = 0.01
     max_steps: Optional[int] = None
+    time_limit_s: Optional[float] = None
 
     def check(self):
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -714,42 +725,65 @@ class FineTuneOptions:
             raise ConfigError('FineTuneOptions.averaging must be in (0, 1], got %r' % (self.averaging,))
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError('FineTuneOptions.max_steps must be >= 1 or None, got %r' % (self.max_steps,))
+        if not isinstance(self.optimizer, OptimizerKind):
+            raise ConfigError('FineTuneOptions.optimizer must be an OptimizerKind (%s), got %r'
+                              % (', '.join(k.name for k in OptimizerKind), self.optimizer))
+        for name in ('clip_grad_norm', 'time_limit_s'):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigError('FineTuneOptions.%s must be > 0 or None, got %r' % (name, v))
 
 
 def fine_tune(model, batches, loss_fn, options=None, progress=False):
-    """Quantization-aware fine-tuning of a calibrated model: SGD on ``loss_fn(model(inputs), targets)`` over
-    ``batches`` (a re-iterable of (inputs, targets) pairs such as a DataLoader or a list, or a callable
-    returning a fresh iterable per epoch), the fake quantisers on, activation ranges following the data
-    (moving average) until ``options.freeze_epoch``, then frozen.  Returns the mean loss of each epoch."""
+    """Quantization-aware fine-tuning of a calibrated model: minimise ``loss_fn(model(inputs), targets)``
+    over ``batches`` (a re-iterable of (inputs, targets) pairs such as a DataLoader or a list, or a callable
+    returning a fresh iterable per epoch) with the fake quantisers on; the activation ranges follow the data
+    (moving average) until ``options.freeze_epoch``'s share of the run, then stay frozen.  The learning
+    rate follows a cosine from ``options.lr`` to 0 over the steps (or the time limit, whichever runs out
+    first; known when ``batches`` has a length or ``max_steps`` is set).  Returns the mean loss of each
+    epoch run."""
     options = options or FineTuneOptions()
     options.check()
     _check_prepared(model)
     qs = activation_quantizers(model)
     if not all(q.calibrated for q in qs):
         raise ConfigError('calibrate(model, batches) before fine_tune: the activation ranges are not set')
-    freeze_epoch = options.epochs - 1 if options.freeze_epoch is None else options.freeze_epoch
+    freeze_at = (options.epochs - 1 if options.freeze_epoch is None else options.freeze_epoch) / options.epochs
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
+    if options.optimizer is OptimizerKind.SGD:
+        opt = torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     per_epoch = len(batches) if hasattr(batches, '__len__') else None
     total = options.epochs * per_epoch if per_epoch else None
     if options.max_steps is not None:
         total = min(total, options.max_steps) if total else options.max_steps
     bar = Progress(total or options.epochs, 'fine-tune', progress)
-    losses, step = [], 0
+    losses, step, stop = [], 0, False
+    start = time.perf_counter()
+
+    def fraction_done():
+        done = step / total if total else 0.0
+        if options.time_limit_s is not None:
+            done = max(done, (time.perf_counter() - start) / options.time_limit_s)
+        return min(1.0, done)
+
     model.train()
+    for q in qs:
+        q.enabled, q.averaging = True, options.averaging
     try:
         for epoch in range(options.epochs):
-            for q in qs:
-                q.enabled = True
-                q.observing = epoch < freeze_epoch
-                q.averaging = options.averaging
             epoch_loss, n = 0.0, 0
             for batch in (batches() if callable(batches) else batches):
                 if options.max_steps is not None and step >= options.max_steps:
+                    stop = True
                     break
-                if total:
+                done = fraction_done()
+                for q in qs:
+                    q.observing = done < freeze_at
+                if total or options.time_limit_s is not None:
                     for g in opt.param_groups:
-                        g['lr'] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                        g['lr'] = options.lr * 0.5 * (1 + math.cos(math.pi * done))
                 inputs, targets = batch
                 loss = loss_fn(model(torch.as_tensor(inputs)), targets)
                 if not torch.isfinite(loss):
@@ -757,19 +791,25 @@ def fine_tune(model, batches, loss_fn, options=None, progress=False):
                                     % (float(loss), step))
                 opt.zero_grad()
                 loss.backward()
+                if options.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
                 opt.step()
                 epoch_loss += float(loss.detach())
                 n += 1
                 step += 1
                 if total:
                     bar.update(note='loss %.4f' % float(loss.detach()))
-            if n == 0:
-                if step == 0:
-                    raise DataError('fine-tuning got no batches')
-                break
-            losses.append(epoch_loss / n)
-            if not total:
+                if options.time_limit_s is not None and time.perf_counter() - start > options.time_limit_s:
+                    stop = True
+                    break
+            if n == 0 and step == 0:
+                raise DataError('fine-tuning got no batches')
+            if n:
+                losses.append(epoch_loss / n)
+            if not total and n:
                 bar.update(note='loss %.4f' % losses[-1])
+            if stop or n == 0:
+                break
     finally:
         bar.close()
         freeze(model)
