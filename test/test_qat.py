@@ -382,8 +382,11 @@ def test_digits_qat_weight_storage(tmp_path):
     assert bitwidth.weight_storage_bytes(fp32, 32) == 4 * sum(l.weight.numel() + l.bias.numel() for l in layers)
     with pytest.raises(ConfigError, match='outside the 2-bit range'):
         bitwidth.weight_storage_bytes(blob, 2)
-    row = bitwidth.measure('PTQ', 4, blob, data, qmodel, 1, 3, 0.0)
+    row = bitwidth.measure('PTQ', 4, Engine(blob, num_threads=1), blob, data, qmodel, 0.0)
     assert row.int8_layers == row.layers == 7 and abs(row.engine_accuracy - row.torch_accuracy) <= 2 / 64
+    fast, slow = bitwidth.interleaved_latency_ms([Engine(blob, num_threads=1), engine], data.x_test[:1],
+                                                 runs=20, blocks=4)
+    assert 0 < fast < slow                                  # the int8 model is faster than the float one
 
 
 def test_bitwidth_command(tmp_path):
@@ -402,3 +405,45 @@ def test_bitwidth_command(tmp_path):
     assert all(r['latency_ms'] > 0 and 0 <= r['engine_accuracy'] <= 1 for r in rows)
     assert 'QAT 4-bit weights' in info['markdown']
     assert list(tmp_path.iterdir()) == [out]              # the ONNX files went to a removed temporary folder
+
+
+# ------------------------------------------------------------------------------------ shipped detector
+
+def test_detector_qat_export_keeps_decode_float(tmp_path):
+    """The shipped detector's weights read back from its ONNX reproduce it (ONNX Runtime); prepared for
+    QAT and exported with the decode, every convolution but the DFL expectation runs int8 on the engine,
+    the decode (softmax over the bins, box arithmetic, score sigmoid, concatenations) float, and the
+    engine agrees with ONNX Runtime on the file."""
+    from qvision_ros.training import qat_detector
+    from qvision_ros.training.data import to_tensor_batch, validation_set
+    from qvision_ros.training.model import DecodedDetector
+
+    det = qat_detector.detector_from_onnx(qat_detector.DEFAULT_MODEL)
+    x = to_tensor_batch([img for img, _, _ in validation_set(2, seed=1)])
+    with torch.no_grad():
+        mine = DecodedDetector(det, 320).eval()(x[:1]).numpy()
+    shipped = ort_run(qat_detector.DEFAULT_MODEL, {'images': x[:1].numpy()})[0]
+    assert np.abs(mine - shipped).max() < 1e-2                      # boxes up to 320 px, scores 0..1
+    with pytest.raises(ModelError, match='shape'):
+        qat_detector.detector_from_onnx(qat_detector.DEFAULT_MODEL, widths=(8, 16, 32, 64, 128))
+
+    q = qat.prepare_qat(det, calibration=[x])
+    q.num_classes, q.reg_max = det.num_classes, det.reg_max
+    path = qat.export_qdq(DecodedDetector(q, 320).eval(), str(tmp_path / 'det.onnx'), x[:1],
+                          output_names=('output0',))
+    engine = Engine(path, num_threads=1)
+    records = engine.profile({'images': x[1:].numpy()}, repeat=1)
+    convs = collections.Counter(r.precision for r in records if r.op in ('QConv', 'Conv'))
+    assert convs == {'int8': 59, 'fp32': 1}, convs
+    float_ops = {r.op for r in records if r.precision == 'fp32'}
+    assert {'Softmax', 'Sigmoid', 'Concat'} <= float_ops, float_ops
+    (ours,) = engine.run({'images': x[1:].numpy()})
+    ref = ort_run(path, {'images': x[1:].numpy()}, optimize=False)[0]
+    # Boxes compared where something is detected: on background anchors the bin distributions are flat
+    # or split between far bins, and one quantisation step of a logit moves their expectation by pixels.
+    found = ref[0, 4:].max(0) > 0.05
+    box_px = np.abs(ours[0, :4, found] - ref[0, :4, found]).max()
+    score = np.abs(ours[0, 4:] - ref[0, 4:]).max()
+    print('\ndetector QAT export vs ONNX Runtime: boxes of %d anchors %.3f px, scores %.4f'
+          % (found.sum(), box_px, score))
+    assert found.sum() >= 5 and box_px < 2.0 and score < 0.05

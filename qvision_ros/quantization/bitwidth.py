@@ -16,7 +16,8 @@ Columns: ``weights`` - storage of the layers' parameters with the weights packed
 (int32 at run time); FP32: 4 bytes per weight and bias.  ``ONNX file`` - the size of the exported file
 (ONNX has no packed 4- or 2-bit type: the n-bit values sit in int8 tensors there).  ``accuracy`` - top-1
 on the fixed test split run through the Engine (and through PyTorch's fake-quantised model, the
-cross-check).  ``latency`` - median of single-image Engine runs on ``--threads`` threads (1 by default).
+cross-check).  ``latency`` - median of single-image Engine runs on ``--threads`` threads (1 by default),
+the models measured in turns (:func:`interleaved_latency_ms`) so that they share the machine's load.
 """
 import argparse
 import io
@@ -87,33 +88,35 @@ def weight_storage_bytes(model, bits):
     return total
 
 
-def latency_ms(engine, x, runs=200, warmup=20):
-    """Median wall time in milliseconds of ``runs`` single runs of ``engine`` on ``x`` (after ``warmup``)."""
-    feeds = {engine.inputs[0].name: x}
-    for _ in range(warmup):
-        engine.run(feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        engine.run(feeds)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+def interleaved_latency_ms(engines, x, runs=200, blocks=10, warmup=3):
+    """Median wall time in milliseconds of single runs of each engine on ``x``: ``runs`` per engine, taken
+    in ``blocks`` turns (engine 1, engine 2, ..., engine 1, ...) after ``warmup`` runs each, so that the
+    load of a shared machine, which changes over seconds, weighs on every model alike."""
+    per_block = max(1, runs // blocks)
+    times = [[] for _ in engines]
+    for _ in range(blocks):
+        for engine, t in zip(engines, times):
+            feeds = {engine.inputs[0].name: x}
+            for _ in range(warmup):
+                engine.run(feeds)
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                engine.run(feeds)
+                t.append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(t) for t in times]
 
 
-def measure(method, bits, model_bytes, data, torch_model, threads, runs, seconds):
-    """A :class:`Row` for an exported model (bytes) and the PyTorch model it came from."""
-    from ..runtime import Engine
+def measure(method, bits, engine, model_bytes, data, torch_model, seconds):
+    """A :class:`Row` (latency left at 0) for an exported model (bytes), its engine and the PyTorch model it
+    came from."""
     from ..training.digits import engine_accuracy, torch_accuracy
 
-    engine = Engine(model_bytes, num_threads=threads)
-    x0 = data.x_test[:1]
-    records = engine.profile({engine.inputs[0].name: x0}, repeat=1)
+    records = engine.profile({engine.inputs[0].name: data.x_test[:1]}, repeat=1)
     layers = [r for r in records if r.op in ('QConv', 'QGemm', 'Conv', 'Gemm', 'MatMul')]
     return Row(method=method, weight_bits=bits, weight_bytes=weight_storage_bytes(model_bytes, bits),
                onnx_bytes=len(model_bytes), engine_accuracy=engine_accuracy(engine, data.x_test, data.y_test),
-               torch_accuracy=torch_accuracy(torch_model, data.x_test, data.y_test),
-               latency_ms=latency_ms(engine, x0, runs), int8_layers=sum(r.precision == 'int8' for r in layers),
-               layers=len(layers), seconds=seconds)
+               torch_accuracy=torch_accuracy(torch_model, data.x_test, data.y_test), latency_ms=0.0,
+               int8_layers=sum(r.precision == 'int8' for r in layers), layers=len(layers), seconds=seconds)
 
 
 def markdown(rows):
@@ -152,6 +155,7 @@ def run(options, out_dir, log=None):
     import torch
     from torch import nn
 
+    from ..runtime import Engine
     from ..training import digits
     from . import qat
 
@@ -170,17 +174,23 @@ def run(options, out_dir, log=None):
                                                           threads=options.threads), progress=log)
         digits.save_checkpoint(model, os.path.join(out_dir, 'digits.pt'))
     rows: List[Row] = []
+    engines = []
 
     def save(name, blob):
         with open(os.path.join(out_dir, name), 'wb') as f:
             f.write(blob)
         return blob
 
+    def add_row(method, bits, blob, torch_model, seconds):
+        engines.append(Engine(blob, num_threads=options.threads))
+        rows.append(measure(method, bits, engines[-1], blob, data, torch_model, seconds))
+        log('%s: accuracy %.4f (PyTorch %.4f), %d bytes of weights' % (
+            method if method == 'FP32' else '%s %d-bit' % (method, bits), rows[-1].engine_accuracy,
+            rows[-1].torch_accuracy, rows[-1].weight_bytes))
+
     f = io.BytesIO()
     digits.export_onnx(model, f)
-    rows.append(measure('FP32', 32, save('digits_fp32.onnx', f.getvalue()), data, model, options.threads,
-                        options.latency_runs, time.perf_counter() - t0))
-    log('FP32: %s' % (rows[-1],))
+    add_row('FP32', 32, save('digits_fp32.onnx', f.getvalue()), model, time.perf_counter() - t0)
     g = torch.Generator().manual_seed(options.seed)
     pick = torch.randperm(len(data.x_train), generator=g)[:options.calib_images].numpy()
     calib = [torch.from_numpy(data.x_train[pick[i:i + 32]]) for i in range(0, len(pick), 32)]
@@ -196,9 +206,10 @@ def run(options, out_dir, log=None):
                               progress=sys.stderr.isatty())
             blob = qat.export_qdq_bytes(qmodel, example, output_names=(digits.OUTPUT_NAME,))
             seconds = time.perf_counter() - t0
-            save('digits_%s_w%d.onnx' % (method.lower(), bits), blob)
-            rows.append(measure(method, bits, blob, data, qmodel, options.threads, options.latency_runs, seconds))
-            log('%s %d-bit: %s' % (method, bits, rows[-1]))
+            add_row(method, bits, save('digits_%s_w%d.onnx' % (method.lower(), bits), blob), qmodel, seconds)
+    latencies = interleaved_latency_ms(engines, data.x_test[:1], options.latency_runs)
+    for row, ms in zip(rows, latencies):
+        row.latency_ms = ms
     return rows
 
 

@@ -595,7 +595,7 @@ def prepare_qat(model, weight_bits=8, keep_float=(), calibration=None):
 # ------------------------------------------------------------------------------- progress (stderr)
 
 class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal, unless ``force``)."""
+    """A one-line progress bar on stderr when it is a terminal (or on ``stream`` when one is given)."""
 
     def __init__(self, total, label, enabled=True, stream=None):
         self.total, self.label, self.done = max(1, int(total)), label, 0

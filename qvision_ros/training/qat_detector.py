@@ -16,7 +16,8 @@
    of FP32, PTQ and QAT on our Engine (``--threads``, 1 by default): mAP@0.5 on ``--val-images`` held-out
    scenes of ``--val-seed`` (the validation set of the shipped model's card:
    :func:`.data.validation_set`, :mod:`.metrics`, decoded by ``qvision_ros.vision.Decoder``), model
-   sizes and the median single-image latency.  ``metrics.json`` holds every figure; the table is printed.
+   sizes and the median single-image latency (the three models measured in turns).  ``metrics.json``
+   holds every figure; the table is printed.
 """
 import argparse
 import json
@@ -94,15 +95,12 @@ class _SceneBatches:
             yield images, (labels, boxes, mask)
 
 
-def evaluate(model_bytes_or_path, val, threads, latency_runs=20):
-    """(mAP@0.5 result dict, median latency in ms, per-layer precision counts) of an ONNX model run by our
-    Engine on the validation images."""
-    from ..quantization.bitwidth import latency_ms
-    from ..runtime import Engine
+def evaluate(engine, val):
+    """(mAP@0.5 result dict, per-layer precision counts) of an :class:`qvision_ros.runtime.Engine` on the
+    validation images."""
     from .data import to_tensor_batch
     from .train import map_of_outputs
 
-    engine = Engine(model_bytes_or_path, num_threads=threads)
     name = engine.inputs[0].name
     outs = [engine.run({name: to_tensor_batch([img]).numpy()})[0] for img, _, _ in val]
     result = map_of_outputs(np.concatenate(outs), [(b, lab) for _, b, lab in val], len(synthetic.CLASSES))
@@ -110,7 +108,7 @@ def evaluate(model_bytes_or_path, val, threads, latency_runs=20):
     records = engine.profile({name: x0}, repeat=1)
     layers = [r for r in records if r.op in ('QConv', 'Conv')]
     precision = {'int8_convs': sum(r.precision == 'int8' for r in layers), 'convs': len(layers)}
-    return result, latency_ms(engine, x0, latency_runs, warmup=3), precision
+    return result, precision
 
 
 def markdown(rows):
@@ -142,7 +140,7 @@ def _parse(argv):
     p.add_argument('--val-seed', type=int, default=1)
     p.add_argument('--seed', type=int, default=0, help='seed of the training scenes')
     p.add_argument('--threads', type=int, default=1, help='PyTorch, OpenCV and Engine threads')
-    p.add_argument('--latency-runs', type=int, default=20)
+    p.add_argument('--latency-runs', type=int, default=100)
     args = p.parse_args(argv)
     for name in ('iterations', 'batch', 'epochs', 'calib_images', 'val_images', 'threads', 'latency_runs'):
         if getattr(args, name) < 1:
@@ -159,7 +157,8 @@ def run(argv=None):
     import torch
 
     from ..quantization import qat
-    from ..quantization.bitwidth import weight_storage_bytes
+    from ..quantization.bitwidth import interleaved_latency_ms, weight_storage_bytes
+    from ..runtime import Engine
     from .data import to_tensor_batch, training_sample, validation_set
     from .loss import DetectionLoss
     from .model import DecodedDetector
@@ -222,18 +221,20 @@ def run(argv=None):
     qat_path = export(qnet, 'detector_%d.qat_w%d.onnx' % (IMAGE_SIZE, args.bits))
     log('fine-tuned in %.0f s, epoch losses %s' % (qat_seconds, ['%.4f' % v for v in losses]))
 
-    rows = []
+    rows, engines = [], []
     for label, path, seconds in (('FP32', args.model, 0.0), ('PTQ (min/max, %d-bit weights)' % args.bits, ptq_path,
                                                                ptq_seconds),
                                  ('QAT (%d-bit weights)' % args.bits, qat_path, qat_seconds)):
-        result, latency, precision = evaluate(path, val, args.threads, args.latency_runs)
+        engines.append(Engine(path, num_threads=args.threads))
+        result, precision = evaluate(engines[-1], val)
         with open(path, 'rb') as f:
             blob = f.read()
         rows.append(dict(model=label, onnx_bytes=len(blob),
                          weight_bytes=weight_storage_bytes(blob, 32 if label == 'FP32' else args.bits),
-                         map50=result['map'], ap50=result['ap'], latency_ms=latency, seconds=seconds,
-                         **precision))
-        log('%s: mAP@0.5 %.4f, %.2f ms' % (label, result['map'], latency))
+                         map50=result['map'], ap50=result['ap'], seconds=seconds, **precision))
+        log('%s: mAP@0.5 %.4f' % (label, result['map']))
+    for row, ms in zip(rows, interleaved_latency_ms(engines, x_check[:1].numpy(), args.latency_runs, blocks=5)):
+        row['latency_ms'] = ms
     table = markdown(rows)
     print(table)
     summary = {'rows': rows, 'markdown': table, 'fine_tune_losses': losses, 'steps_planned': per_epoch * args.epochs,
