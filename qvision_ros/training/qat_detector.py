@@ -214,12 +214,19 @@ def run(argv=None):
     log('fine-tuning: %d steps of %d images at most, %s' % (per_epoch * args.epochs, args.batch,
                                                           'no time limit' if not args.time_limit
                                                           else '%.1f min at most' % args.time_limit))
+    steps = []
+
+    def loss_fn(raw, targets):
+        steps.append(1)
+        return criterion(raw, *targets)[0]
+
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
-        losses = qat.fine_tune(qnet, loader, lambda raw, t: criterion(raw, *t)[0], options, progress=True)
+        losses = qat.fine_tune(qnet, loader, loss_fn, options, progress=True)
     qat_seconds = time.perf_counter() - t0
     qat_path = export(qnet, 'detector_%d.qat_w%d.onnx' % (IMAGE_SIZE, args.bits))
-    log('fine-tuned in %.0f s, epoch losses %s' % (qat_seconds, ['%.4f' % v for v in losses]))
+    log('fine-tuned %d steps in %.0f s, epoch losses %s' % (len(steps), qat_seconds,
+                                                            ['%.4f' % v for v in losses]))
 
     rows, engines = [], []
     for label, path, seconds in (('FP32', args.model, 0.0), ('PTQ (min/max, %d-bit weights)' % args.bits, ptq_path,
@@ -238,6 +245,7 @@ def run(argv=None):
     table = markdown(rows)
     print(table)
     summary = {'rows': rows, 'markdown': table, 'fine_tune_losses': losses, 'steps_planned': per_epoch * args.epochs,
+               'steps_run': len(steps), 'fine_tune_seconds': qat_seconds,
                'onnxruntime_check': diff, 'args': vars(args), 'total_seconds': time.perf_counter() - t_start,
                'torch': torch.__version__, 'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None}
     with open(os.path.join(args.out, 'metrics.json'), 'w') as f:
