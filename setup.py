@@ -192,6 +192,9 @@ setup(
             'qvision-bench-engine = qvision_ros.bench_engine:main',
             'qvision-train-detector = qvision_ros.training.train:main',
             'qvision-synthetic = qvision_ros.synthetic:main',
+            'qvision-bitwidth = qvision_ros.quantization.bitwidth:main',
+            'qvision-train-digits = qvision_ros.training.digits:main',
+            'qvision-qat-detector = qvision_ros.training.qat_detector:main',
             # ROS 2 node executables (`ros2 run qvision_ros <name>`, launch/pipeline.launch.py)
             'preprocess_node = qvision_ros.nodes.preprocess:main',
             'inference_node = qvision_ros.nodes.inference:main',
