@@ -7,23 +7,25 @@ array (for a single-input model: ``[N, C, H, W]`` or one ``[C, H, W]`` image) or
 turns what the user gives into such a reader:
 
 * an array, a list / generator of arrays or dicts, a reader object;
-* a ``.npy`` file (memory-mapped, read one image at a time) or a folder of ``.npy`` files;
-* any other path or spec string - image folder, video file, rosbag2 (with ``topic``) - through
-  :func:`qvision_ros.sources.open_source`; its frames go through the same preprocessing as at run time,
-  :class:`qvision_ros.vision.Preprocessor` (letterbox, pad 114, RGB, pixel / 255, NCHW).
+* a ``.npy`` file of preprocessed float inputs (memory-mapped, read one image at a time) or a folder of
+  them;
+* any other path or spec string - image folder, video file, rosbag2 (with ``topic``), a uint8 ``.npy``
+  of BGR images - through :func:`qvision_ros.sources.open_source`; its frames go through the same
+  preprocessing as at run time, :class:`qvision_ros.vision.Preprocessor` (letterbox, pad 114, RGB,
+  pixel / 255, NCHW).
 
 **Collection.**  :func:`collect` runs the float model on our own engine with the tensors to observe added
 as model outputs (the engine's passes never fuse a model output away), feeds each batch and updates one
 observer per tensor.  Nothing but the observers' bounded state outlives a batch.
 """
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
 
+from ..cli import Progress
 from ..errors import ConfigError, DataError, InputError
 from .observers import ChannelMeanObserver, MinMaxObserver, QParams, make_observer
 
@@ -82,14 +84,20 @@ class IterableReader(_Reader):
             yield _as_feeds(item, self.input_name)
 
 
-class NpyReader(_Reader):
-    """One ``.npy`` file ([N, C, H, W] or [C, H, W]), memory-mapped: one image in memory at a time."""
+def load_npy(path):
+    """A ``.npy`` file memory-mapped (never unpickled)."""
+    try:
+        return np.load(path, mmap_mode='r', allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError('cannot read the calibration array %s: %s' % (path, e)) from None
 
-    def __init__(self, path, input_name):
-        try:
-            self.array = np.load(path, mmap_mode='r', allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError('cannot read the calibration array %s: %s' % (path, e)) from None
+
+class NpyReader(_Reader):
+    """One ``.npy`` file of preprocessed float inputs ([N, C, H, W] or [C, H, W]), memory-mapped: one
+    image in memory at a time."""
+
+    def __init__(self, path, input_name, array=None):
+        self.array = load_npy(path) if array is None else array
         self.path = path
         self.input_name = input_name
         super().__init__(len(self.array) if self.array.ndim == 4 else 1)
@@ -113,7 +121,11 @@ class NpyFolderReader(_Reader):
 
     def __iter__(self):
         for f in self.files:
-            yield from NpyReader(f, self.input_name)
+            array = load_npy(f)
+            if array.dtype == np.uint8:
+                raise DataError('%s holds uint8 images; a folder of .npy files must hold preprocessed float '
+                                'inputs (give a uint8 image array as a single .npy file)' % f)
+            yield from NpyReader(f, self.input_name, array)
 
 
 class SourceReader(_Reader):
@@ -121,7 +133,7 @@ class SourceReader(_Reader):
     as at run time."""
 
     def __init__(self, spec, input_name, preprocessor, topic=None, max_images=None):
-        super().__init__(max_images)
+        super().__init__(None)
         try:
             from ..sources import open_source
         except ImportError:
@@ -132,6 +144,13 @@ class SourceReader(_Reader):
         self.spec, self.topic, self.max_images = spec, topic, max_images
         self.input_name = input_name
         self.preprocessor = preprocessor
+
+    def __len__(self):
+        with self.open_source(self.spec, topic=self.topic, max_frames=self.max_images) as source:
+            count = source.count
+        if count is None:
+            raise TypeError('length unknown')
+        return count
 
     def __iter__(self):
         source = self.open_source(self.spec, topic=self.topic, max_frames=self.max_images)
@@ -180,7 +199,10 @@ def open_reader(calib, input_names, preprocessing=None, model_size=None, topic=N
         if path.endswith('.npy'):
             if not os.path.isfile(path):
                 raise DataError('calibration file %s does not exist' % path)
-            return NpyReader(path, single)
+            array = load_npy(path)
+            if array.dtype != np.uint8:
+                return NpyReader(path, single, array)
+            # uint8: BGR images (qvision_ros.sources' array format), preprocessed below
         if os.path.isdir(path) and any(f.endswith('.npy') for f in os.listdir(path)):
             return NpyFolderReader(path, single)
         if not os.path.exists(path) and '://' not in path and not path.startswith(('camera:', 'device:')) \
@@ -199,45 +221,6 @@ def open_reader(calib, input_names, preprocessing=None, model_size=None, topic=N
         return IterableReader(calib, single, length)
     raise ConfigError('calibration data must be arrays, a reader, a .npy file or folder, or an image/video/rosbag '
                       'path; got %s' % type(calib).__name__)
-
-
-# ---------------------------------------------------------------------------------------------- progress
-
-class Progress:
-    """A one-line progress bar on stderr (redrawn at most 5 times a second)."""
-
-    def __init__(self, label, total=None, enabled=True, stream=None):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = stream or sys.stderr
-        self.count = 0
-        self.start = self._last = time.monotonic()
-        self._drawn = None
-
-    def update(self, n=1):
-        self.count += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= 0.2 or self.count == self.total):
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now):
-        rate = self.count / max(now - self.start, 1e-9)
-        if self.total:
-            done = min(1.0, self.count / self.total)
-            bar = '#' * int(done * 24)
-            text = '%s [%-24s] %d/%d  %.1f/s' % (self.label, bar, self.count, self.total, rate)
-        else:
-            text = '%s %d  %.1f/s' % (self.label, self.count, rate)
-        self.stream.write('\r' + text)
-        self.stream.flush()
-        self._drawn = self.count
-
-    def close(self):
-        if self.enabled and self.count:
-            if self._drawn != self.count:
-                self._draw(time.monotonic())
-            self.stream.write('\n')
-            self.stream.flush()
 
 
 # -------------------------------------------------------------------------------------------- collection
@@ -290,7 +273,8 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
             total = min(total, max_images)
     except TypeError:
         total = max_images
-    bar = Progress('calibrating', total, progress)
+    bar = Progress('calibrating', total, enabled=progress)
+    count = 0
     t0 = time.monotonic()
     samples = []
     ranks = {i.name: len(i.shape) for i in engine.inputs}
@@ -298,7 +282,7 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
     try:
         for feeds in reader:
             for part in _split_batch(feeds, ranks, dynamic):
-                if max_images and bar.count >= max_images:
+                if max_images and count >= max_images:
                     break
                 if len(samples) < keep_samples:
                     samples.append({k: np.array(v) for k, v in part.items()})
@@ -310,18 +294,20 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
                 for t, o in means.items():
                     o.update(values[t])
                 del outs, values
-                bar.update(len(next(iter(part.values()))))
-            if max_images and bar.count >= max_images:
+                count += len(next(iter(part.values())))
+                bar.update(count)
+            if max_images and count >= max_images:
                 break
     finally:
-        bar.close()
-    if not bar.count:
+        if count:
+            bar.close()
+    if not count:
         raise DataError('the calibration data gave no images: nothing to calibrate from')
     params, ranges = {}, {}
     for t, o in observers.items():
         ranges[t] = o.range()
         params[t] = o.compute()
-    return Calibration(params, ranges, {t: o.compute() for t, o in means.items()}, bar.count, str(kind_name),
+    return Calibration(params, ranges, {t: o.compute() for t, o in means.items()}, count, str(kind_name),
                        time.monotonic() - t0, samples)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .analysis import BLOCK_NAMES
-from .calibration import Progress
+from ..cli import Progress
 from .plan import make_plan
 from .ptq import Prepared, QuantConfig, calibrate
 from .qdq import write_qdq
@@ -183,13 +183,14 @@ def sensitivity(model, calib=None, config=None, metric: Optional[Callable] = Non
     layer_errors = []
     if layers:
         units = [u for u in a.units if u.quantizable and not base_keep.intersection(u.nodes)]
-        bar = Progress('sensitivity', len(units), config.progress)
-        for u in units:
+        bar = Progress('sensitivity', len(units), enabled=config.progress)
+        for k, u in enumerate(units):
             v = ev.run(base_keep | (every - set(u.nodes)), with_metric=layer_metric)
             layer_errors.append(LayerError(u.name, '+'.join(u.ops), u.kind, block_of.get(u.nodes[0]), v.sqnr_db,
                                            v.metric))
-            bar.update()
-        bar.close()
+            bar.update(k + 1)
+        if units:
+            bar.close()
 
     # the automatic choice: smallest model within the budget
     if metric is not None:
