@@ -204,7 +204,8 @@ class StreamingHistogram:
     """A histogram of a fixed number of bins whose range grows with the data, re-binned exactly.
 
     Bin ``i`` covers ``[(origin + i) * width, (origin + i + 1) * width)`` with an integer ``origin``, so 0
-    is always a bin edge and the range always holds 0.  When a batch falls outside, the width is doubled
+    is always a bin edge and the range always holds 0 (a value goes to bin
+    ``floor(x * float32(1 / width)) - origin``, computed in float32).  When a batch falls outside, the width is doubled
     (``k`` times) and the origin moved to a multiple of the new width: the new edges are old edges, so
     the old counts merge into the new bins without approximation.  Exact ``min`` and ``max`` are kept
     beside the counts.
@@ -272,16 +273,20 @@ class StreamingHistogram:
         if not self._grow(lo, hi):
             self.zeros += x.size
             return
-        inv = 1.0 / self.width
+        # bin = floor(x * float32(1 / width)) - origin, in float32: exact under the width doublings of
+        # _grow (scaling by a power of two commutes with the rounding), so re-binning stays exact
+        inv = np.float32(1.0 / self.width)
+        origin = np.float32(self.origin)
         n = self.bins
+        buf = np.empty(min(CHUNK, x.size), np.float32)
         for start in range(0, x.size, CHUNK):
-            part = x[start:start + CHUNK].astype(np.float64)
-            part *= inv
-            np.floor(part, out=part)
-            idx = part.astype(np.int64)
-            idx -= self.origin
-            np.clip(idx, 0, n - 1, out=idx)
-            self.counts += np.bincount(idx, minlength=n)
+            part = x[start:start + CHUNK]
+            t = buf[:part.size]
+            np.multiply(part, inv, out=t)
+            np.floor(t, out=t)
+            t -= origin
+            np.clip(t, 0, n - 1, out=t)
+            self.counts += np.bincount(t.astype(np.intp), minlength=n)
 
     def range_or_none(self):
         """``(min, max)`` of the data or None before any finite value."""
