@@ -15,13 +15,14 @@ The figures are printed as JSON (``--json FILE`` keeps them).  Memory must stay 
 images: the observers keep bounded statistics, never activations.
 """
 import argparse
-import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from .report import emit_json
 
 CHECKPOINTS = (10, 100, 500, 1000, 1500, 2000, 5000, 10000)
 
@@ -101,11 +102,7 @@ def main(argv=None):
                'rss_mb_after_images': reader.samples, 'peak_rss_mb': round(peak_rss_mb(), 1),
                'float_model_bytes': os.path.getsize(model), 'int8_model_bytes': os.path.getsize(out),
                'load_average': list(os.getloadavg()), 'cpus': os.cpu_count()}
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as fh:
-            fh.write(text + '\n')
+    emit_json(figures, args.json)
     return 0
 
 

@@ -12,6 +12,19 @@ from ..errors import ConfigError
 BLOCK_COLOURS = {'backbone': '#4c72b0', 'neck': '#55a868', 'head': '#c44e52', None: '#8c8c8c'}
 
 
+def emit_json(data, path=None, stream=None):
+    """Print ``data`` as indented JSON (to ``stream``, default stdout; None-able) and write it to ``path``
+    when given: the figures of the quantizer's scripts."""
+    import sys
+    text = json.dumps(data, indent=2)
+    if stream is not False:
+        (stream or sys.stdout).write(text + '\n')
+    if path:
+        with open(path, 'w') as fh:
+            fh.write(text + '\n')
+    return text
+
+
 def _mb(n):
     return '%.2f MB' % (n / 1e6)
 

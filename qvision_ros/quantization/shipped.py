@@ -14,11 +14,12 @@ and calibration images, once as is and once with our decode sub-graph excluded (
 (ONNX Runtime needs the ``onnxruntime`` package; it is not a run-time dependency).
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
+
+from .report import emit_json
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
                              'detector_320.onnx')
@@ -105,11 +106,7 @@ def main(argv=None):
             summary[name + '_seconds'] = round(time.time() - t1, 1)
     if args.evaluate or args.compare_ort:
         summary.update(evaluate(args.out, args.model, others))
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as fh:
-            fh.write(text + '\n')
+    emit_json(summary, args.json)
     return 0
 
 

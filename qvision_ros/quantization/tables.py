@@ -14,14 +14,14 @@ of single-image runs, the models measured in turns so that a shared machine's lo
 (:func:`.bitwidth.interleaved_latency_ms`) - and the frames per second of the 1-thread latency.
 """
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import List, Optional
 
+
+from .report import emit_json
 from .shipped import DEFAULT_IMAGES, DEFAULT_MODEL
 
 # (label, blocks kept float) of the PTQ rows, in table order
@@ -120,9 +120,7 @@ def main(argv=None):
             'runs': args.runs, 'seconds': round(time.time() - t0, 1), 'machine': platform.processor() or
             platform.machine(), 'cpus': os.cpu_count(), 'load_average': list(os.getloadavg())}
     if args.json:
-        with open(args.json, 'w') as fh:
-            json.dump({'rows': [asdict(r) for r in rows], 'meta': meta}, fh, indent=2)
-            fh.write('\n')
+        emit_json({'rows': [asdict(r) for r in rows], 'meta': meta}, args.json, stream=False)
     if args.out:
         with open(args.out, 'w') as fh:
             fh.write(table + '\n')
