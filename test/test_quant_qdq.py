@@ -219,3 +219,65 @@ def test_quantization_is_reproducible_across_processes(tmp_path):
                        check=True, env=env, cwd=str(tmp_path))
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def _fc_model(trans_b):
+    """x [2, 16] -> Gemm (transB as given) -> Relu -> MatMul [16 -> 8] -> y: fully-connected layers of
+    both weight layouts and a bias-less MatMul."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((16, 16)).astype(np.float32) * 0.3           # [N, K] or [K, N]: both 16
+    b1 = rng.standard_normal(16).astype(np.float32) * 0.1
+    w2 = rng.standard_normal((16, 8)).astype(np.float32) * 0.3
+    nodes = [helper.make_node('Gemm', ['x', 'w1', 'b1'], ['h'], name='fc1', transB=trans_b),
+             helper.make_node('Relu', ['h'], ['r'], name='relu'),
+             helper.make_node('MatMul', ['r', 'w2'], ['y'], name='fc2')]
+    g = helper.make_graph(nodes, 'fc', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [2, 16])],
+                          [helper.make_tensor_value_info('y', TensorProto.FLOAT, [2, 8])],
+                          [numpy_helper.from_array(w1, 'w1'), numpy_helper.from_array(b1, 'b1'),
+                           numpy_helper.from_array(w2, 'w2')])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)], ir_version=8).SerializeToString()
+
+
+@pytest.mark.parametrize('trans_b', [0, 1])
+def test_fully_connected_layers_per_output_channel(trans_b):
+    model = _fc_model(trans_b)
+    rng = np.random.default_rng(4)
+    data = [{'x': rng.standard_normal((2, 16)).astype(np.float32)} for _ in range(6)]
+    r = quantize(model, data, config=QuantConfig(progress=False, bias_correction=True))
+    inits = _inits(r.model)
+    producer = {o: n for n in r.model.graph.node for o in n.output}
+    for name, axis, channels in (('fc1', 0 if trans_b else 1, 16), ('fc2', 1, 8)):
+        node = next(n for n in r.model.graph.node if n.name == name)
+        dq = producer[node.input[1]]
+        assert next(a.i for a in dq.attribute if a.name == 'axis') == axis
+        assert inits[dq.input[1]].shape == (channels,)
+    engine = Engine(r.model.SerializeToString(), num_threads=1)
+    assert collections.Counter(n.op for n in engine.graph.nodes)['QGemm'] == 2
+    x = data[0]
+    scale = float(inits[producer['y'].input[1]])
+    d = step_differences(engine.run(x)[0], ort_run(r.model.SerializeToString(), x)[0], scale)
+    assert d.max() <= MAX_STEPS
+
+
+def test_opset_11_models_are_raised_to_13():
+    from qvision_ros.runtime.zoo import export, vgg_like
+    model = export(vgg_like(), 32, opset=11)
+    assert onnx.load_from_string(model).opset_import[0].version == 11
+    r = quantize(model, _calib('vgg', 2), config=QuantConfig(progress=False))
+    assert next(o.version for o in r.model.opset_import if o.domain in ('', 'ai.onnx')) == 13
+    x = _x('vgg', 0)
+    a, = Engine(r.model.SerializeToString(), num_threads=1).run({'images': x})
+    b, = ort_run(r.model.SerializeToString(), {'images': x})
+    np.testing.assert_allclose(a, b, atol=0.05 * np.abs(b).max())
+
+
+def test_dynamic_batch_models_calibrate_in_batches():
+    model = model_bytes('vgg', dynamic_batch=True)
+    batch = np.concatenate(_calib('vgg', 4))
+    config = QuantConfig(progress=False, observer='minmax')
+    whole = calibrate(prepare(model, config), [batch], config)            # one run of 4 images
+    single = calibrate(prepare(model, config), list(batch), config)       # four runs of 1
+    assert whole.num_images == single.num_images == 4
+    assert {k: (p.scale, p.zero_point) for k, p in whole.params.items()} == \
+        {k: (p.scale, p.zero_point) for k, p in single.params.items()}

@@ -277,11 +277,11 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
     count = 0
     t0 = time.monotonic()
     samples = []
-    ranks = {i.name: len(i.shape) for i in engine.inputs}
+    shapes = {i.name: i.shape for i in engine.inputs}
     dynamic = dynamic_batch(proto)
     try:
         for feeds in reader:
-            for part in _split_batch(feeds, ranks, dynamic):
+            for part in _split_batch(feeds, shapes, dynamic):
                 if max_images and count >= max_images:
                     break
                 if len(samples) < keep_samples:
@@ -311,16 +311,20 @@ def collect(proto, tensors, mean_tensors, reader, observer='minmax', minmax_tens
                        time.monotonic() - t0, samples)
 
 
-def _split_batch(feeds, ranks, dynamic):
+def _split_batch(feeds, shapes, dynamic):
     """A batch as the engine takes it: an image without its batch axis gets one; a batch runs whole when
-    the model's batch dimension is dynamic, else one image at a time."""
-    feeds = {k: (v[None] if k in ranks and v.ndim == ranks[k] - 1 else v) for k, v in feeds.items()}
+    the model's batch dimension is dynamic or the batch has the model's size, else in chunks of that
+    size (one image at a time for the usual batch of 1)."""
+    feeds = {k: (v[None] if k in shapes and v.ndim == len(shapes[k]) - 1 else v) for k, v in feeds.items()}
     n = min(len(v) for v in feeds.values())
-    if dynamic or n <= 1:
+    size = min((shapes[k][0] for k in feeds if k in shapes), default=n)
+    if dynamic or n == size:
         yield feeds
         return
-    for i in range(n):
-        yield {k: v[i:i + 1] for k, v in feeds.items()}
+    if n % size:
+        raise InputError('calibration batches of %d images do not split into the model\'s batch of %d' % (n, size))
+    for i in range(0, n, size):
+        yield {k: v[i:i + size] for k, v in feeds.items()}
 
 
 def dynamic_batch(proto):

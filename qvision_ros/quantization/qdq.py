@@ -12,8 +12,8 @@ For each quantised weighted layer: the weight becomes an int8 initializer ``<nod
 with per-output-channel float32 scales and int8 zero points (0) read by a DequantizeLinear with
 ``axis`` = the output-channel axis (0 for Conv and for Gemm with ``transB``, 1 for MatMul and plain
 Gemm); the bias an int32 initializer with scale ``s_in * s_w[c]`` (rounded half to even, saturated) and
-zero point 0, read by a per-channel DequantizeLinear.  With bias correction the float bias first
-absorbs the expected error of the quantised weight on the mean input::
+zero point 0, read by a per-channel DequantizeLinear.  With bias correction the float bias of a Conv or
+Gemm (MatMul has none) first absorbs the expected error of the quantised weight on the mean input::
 
     b'[c] = b[c] - sum_k (DQ(W_q) - W)[c, k] * E[x_k]        (convolutions: summed over the kernel too)
 
@@ -62,10 +62,10 @@ def bias_correction(analysis, node, w, w_deq, bias, mean):
         per_in = dw.sum(axis=(2, 3))                                # [OC, IC / group]
         mu = np.asarray(mean, np.float64).reshape(group, icg)
         shift = np.einsum('gok,gk->go', per_in.reshape(group, oc // group, icg), mu).reshape(oc)
-    elif node.op == 'Gemm' and node.attrs.get('transB', 0):
-        shift = dw @ np.asarray(mean, np.float64)
+    elif node.attrs.get('transB', 0):
+        shift = dw @ np.asarray(mean, np.float64)          # Gemm, B [N, K]
     else:
-        shift = np.asarray(mean, np.float64) @ dw
+        shift = np.asarray(mean, np.float64) @ dw          # Gemm, B [K, N]
     return (bias.astype(np.float64) - shift).astype(np.float32)
 
 
@@ -116,8 +116,7 @@ def write_qdq(proto, analysis, plan, calibration, weight_bits=8, weight_scaling=
         node.input[1] = w_out
         b_name = ir.input(2)
         bias = analysis.const(b_name).astype(np.float32).reshape(-1) if b_name else None
-        if correct_bias and ir.inputs[0] in calibration.channel_means and \
-                (ir.op != 'MatMul' or len(analysis.value(ir.inputs[0]).shape) == 2):
+        if correct_bias and ir.inputs[0] in calibration.channel_means and ir.op != 'MatMul':
             base = bias if bias is not None else np.zeros(len(s_w), np.float32)
             bias = bias_correction(analysis, ir, w, w_deq, base, calibration.channel_means[ir.inputs[0]])
         if bias is None:
