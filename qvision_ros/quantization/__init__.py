@@ -6,16 +6,22 @@
 * :func:`calibrate`, :func:`prepare` - statistics once, several plans (:mod:`.ptq`);
 * observers (:mod:`.observers`), the calibration data-reader protocol (:mod:`.calibration`), the graph
   analysis - units, decode sub-graph, backbone / neck / head blocks (:mod:`.analysis`);
-* :func:`~.sensitivity.sensitivity` and the report (:mod:`.sensitivity`, :mod:`.report`);
-* the ``qvision quantize`` command (:mod:`.cli`) and paper 2's table (:mod:`.tables`).
+* :func:`sensitivity` and :func:`write_report` (:mod:`.sensitivity`, :mod:`.report`);
+* the ``qvision quantize`` command (:mod:`.cli`), paper 2's table (:mod:`.tables`), the shipped int8
+  detector's recipe (:mod:`.shipped`) and the calibration memory benchmark (:mod:`.bench_calibration`);
+* quantisation-aware training in PyTorch (:mod:`.qat`, optional, not imported here) and paper 3's
+  bit-width table (:mod:`.bitwidth`).
 """
 from .calibration import Calibration, ImagePreprocessing, open_reader
 from .observers import (ChannelMeanObserver, EntropyObserver, MinMaxObserver, MSEObserver, ObserverKind,
                         PercentileObserver, QParams, StreamingHistogram, WeightScaling, activation_qparams,
                         make_observer, weight_scales)
 from .ptq import Prepared, QuantConfig, QuantResult, calibrate, prepare, quantize
+from .report import write_report
+from .sensitivity import SensitivityReport, sensitivity
 
 __all__ = ['quantize', 'calibrate', 'prepare', 'Prepared', 'QuantConfig', 'QuantResult', 'Calibration',
            'ImagePreprocessing', 'open_reader', 'ObserverKind', 'WeightScaling', 'QParams', 'MinMaxObserver',
            'PercentileObserver', 'EntropyObserver', 'MSEObserver', 'ChannelMeanObserver', 'StreamingHistogram',
-           'activation_qparams', 'weight_scales', 'make_observer']
+           'activation_qparams', 'weight_scales', 'make_observer', 'sensitivity', 'SensitivityReport',
+           'write_report']
