@@ -285,7 +285,7 @@ class Decoder:
     def __init__(self, kind='auto', num_classes=None, score_threshold=0.25, nms_iou_threshold=0.45,
                  max_detections=300, agnostic_nms=False, classes=None, max_candidates=DEFAULT_MAX_CANDIDATES,
                  transposed=None, top_k=5):
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigError('kind must be one of %s, got %r' % (KINDS, kind))
         self.kind = kind
         self.num_classes = None if num_classes is None else _int_at_least(num_classes, 'num_classes', 1)
@@ -303,7 +303,7 @@ class Decoder:
                 raise ConfigError('classes must be None or a list of class ids >= 0, got %r' % (classes,))
             self.classes = np.unique(c).astype(np.int32)
         self.max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
-        if transposed not in (None, True, False):
+        if transposed is not None and not isinstance(transposed, (bool, np.bool_)):
             raise ConfigError('transposed must be None, True or False, got %r' % (transposed,))
         self.transposed = transposed
         self.top_k = _int_at_least(top_k, 'top_k', 1)
@@ -346,6 +346,8 @@ class Decoder:
     def _guess_transposed(self, shape):
         """True when a yolov8 output is [N, A, 4 + nc]: where 4 + num_classes is, else the smaller axis
         that can hold channels (at least 5)."""
+        if len(shape) < 2:
+            return False                   # decode_yolov8 refuses the rank
         dims = shape[-2:]
         if self.num_classes is not None:
             if dims[0] == 4 + self.num_classes:
