@@ -738,6 +738,8 @@ def _wrong_kind(data, rng):
         m.ParseFromString(data)
     except Exception:
         return data
+    if not len(m.graph.node):
+        return data                     # an earlier mutation left no model to take pieces from
     k = rng.integers(9)
     if k == 0:
         return m.graph.SerializeToString()

@@ -20,7 +20,7 @@ from qvision_kernels import KernelError, resolve_num_threads
 from ..errors import ConfigError, InputError
 from .layout import assign_layout
 from .onnx_import import ImportedModel
-from .passes import run_passes
+from .passes import OPTIONAL_PASSES, run_passes
 from .plan import LayerRecord, Plan
 
 MAX_PLANS = 8
@@ -53,8 +53,8 @@ class Engine:
             self.num_threads = resolve_num_threads(num_threads)
         except KernelError as e:
             raise ConfigError(str(e)) from None
+        self._disable = _pass_names(disable_passes)
         self._model = ImportedModel(model)
-        self._disable = tuple(disable_passes)
         self._lock = threading.Lock()
         self._plans = {}
         shapes = self._model.input_shapes(input_shapes)
@@ -167,6 +167,17 @@ class Engine:
         return 'Engine(inputs=%s, outputs=%s, num_threads=%d)' % (
             [(i.name, i.shape) for i in self.inputs], [(o.name, o.shape) for o in self.outputs],
             self.num_threads)
+
+
+def _pass_names(disable):
+    """``disable_passes`` as a tuple of optional pass names; ConfigError for anything else."""
+    if isinstance(disable, str) or not isinstance(disable, (list, tuple, set, frozenset)):
+        raise ConfigError('disable_passes must be a list of pass names, got %r' % (disable,))
+    unknown = [p for p in disable if p not in OPTIONAL_PASSES]
+    if unknown:
+        raise ConfigError('disable_passes names %s, which are not optional passes; optional ones: %s'
+                          % (unknown, sorted(OPTIONAL_PASSES)))
+    return tuple(disable)
 
 
 def summarize_profile(records):

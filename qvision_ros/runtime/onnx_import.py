@@ -22,6 +22,11 @@ MAX_TENSOR_ELEMENTS = 1 << 28
 # Upper bound on the size of a model file we agree to read.
 MAX_MODEL_BYTES = 1 << 31
 
+# The tensor element types the engine computes with (TensorProto.DataType -> name): no strings, complex,
+# bfloat16, float8 or 4-bit types.
+ELEMENT_TYPES = {1: 'float32', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool',
+                 10: 'float16', 11: 'float64', 12: 'uint32', 13: 'uint64'}
+
 _TYPED_FIELDS = ('float_data', 'int32_data', 'string_data', 'int64_data', 'double_data', 'uint64_data')
 
 
@@ -81,9 +86,7 @@ def tensor_to_array(t, what):
     if n > MAX_TENSOR_ELEMENTS:
         raise ModelError('tensor %r declares %s = %d elements, more than the %d allowed'
                          % (name, dims, n, MAX_TENSOR_ELEMENTS))
-    if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
-        raise ModelError('tensor %r has an unsupported element type (%d)' % (name, t.data_type))
-    dtype = np_dtype(t.data_type)
+    dtype = _element_type(t.data_type, 'tensor %r' % name)
     if t.HasField('raw_data'):
         expected = n * dtype.itemsize
         if len(t.raw_data) != expected:
@@ -128,12 +131,68 @@ def _attributes(node):
     return attrs
 
 
+def _check_schema(node, name, opset):
+    """ModelError unless a default-domain node matches its ONNX schema at ``opset``: a known operator, a
+    number of inputs and outputs it allows, its required inputs given, only attributes it declares and
+    of the declared types (the import passes and kernels rely on that)."""
+    from onnx import defs
+
+    try:
+        schema = defs.get_schema(node.op_type, opset, '')
+    except Exception:
+        raise ModelError('node %r (%s): operator %s is not supported by this engine (not an ONNX operator '
+                         'of opset %d)' % (name, node.op_type, node.op_type, opset)) from None
+    n_in, n_out = len(node.input), len(node.output)
+    if not schema.min_input <= n_in <= schema.max_input or not schema.min_output <= n_out <= schema.max_output:
+        raise ModelError('node %r (%s) has %d inputs and %d outputs; opset %d allows %s inputs and %s outputs: '
+                         'the file is corrupt' % (name, node.op_type, n_in, n_out, opset,
+                                                  _arity(schema.min_input, schema.max_input),
+                                                  _arity(schema.min_output, schema.max_output)))
+    given = {a.name for a in node.attribute}
+    missing = sorted(k for k, a in schema.attributes.items() if a.required and k not in given)
+    if missing:
+        raise ModelError('node %r (%s) lacks the required attribute(s) %s' % (name, node.op_type,
+                                                                              ', '.join(missing)))
+    single = defs.OpSchema.FormalParameterOption.Single
+    for k, formal in enumerate(schema.inputs[:n_in]):
+        if formal.option == single and not node.input[k]:
+            raise ModelError('node %r (%s): required input %d (%s) is empty' % (name, node.op_type, k,
+                                                                                 formal.name))
+    for a in node.attribute:
+        declared = schema.attributes.get(a.name)
+        if declared is None:
+            raise ModelError('node %r (%s) has an attribute %r that %s does not have in opset %d (allowed: %s)'
+                             % (name, node.op_type, a.name, node.op_type, opset,
+                                ', '.join(sorted(schema.attributes)) or 'none'))
+        if int(declared.type.value) != a.type:
+            raise ModelError('node %r (%s): attribute %r has type %s, opset %d declares %s'
+                             % (name, node.op_type, a.name, _ATTR_TYPES.get(a.type, a.type), opset,
+                                declared.type.name))
+
+
+_ATTR_TYPES = {0: 'UNDEFINED', 1: 'FLOAT', 2: 'INT', 3: 'STRING', 4: 'TENSOR', 5: 'GRAPH', 6: 'FLOATS', 7: 'INTS',
+               8: 'STRINGS', 9: 'TENSORS', 10: 'GRAPHS', 11: 'SPARSE_TENSOR', 12: 'SPARSE_TENSORS',
+               13: 'TYPE_PROTO', 14: 'TYPE_PROTOS'}
+
+
+def _arity(lo, hi):
+    return str(lo) if lo == hi else '%d or more' % lo if hi >= 1 << 30 else '%d to %d' % (lo, hi)
+
+
+def _element_type(onnx_type, what):
+    """The NumPy dtype of a supported ONNX element type, else ModelError naming ``what``."""
+    if onnx_type not in ELEMENT_TYPES:
+        raise ModelError('%s has element type %d, which this engine does not support (supported: %s)'
+                         % (what, onnx_type, ', '.join(ELEMENT_TYPES.values())))
+    return np_dtype(onnx_type)
+
+
 def _value_type(vi):
     """(dims with None for symbolic/unknown, names of symbolic dims, dtype) of a ValueInfoProto."""
     tt = vi.type.tensor_type
     if not vi.type.HasField('tensor_type'):
         raise ModelError('graph input/output %r is not a tensor' % vi.name)
-    dtype = np_dtype(tt.elem_type) if tt.elem_type else None
+    dtype = _element_type(tt.elem_type, 'graph input/output %r' % vi.name) if tt.elem_type else None
     if not tt.HasField('shape'):
         return None, None, dtype
     dims, names = [], []
@@ -156,6 +215,8 @@ class ImportedModel:
     """
 
     def __init__(self, model):
+        import onnx
+
         from .graph import Node
 
         proto = _load_proto(model)
@@ -168,6 +229,10 @@ class ImportedModel:
         if opset < MIN_OPSET:
             raise ModelError('the model uses opset %d; opset %d or newer is required (re-export it, e.g. '
                              'torch.onnx.export(..., opset_version=17))' % (opset, MIN_OPSET))
+        newest = onnx.defs.onnx_opset_version()
+        if opset > newest:
+            raise ModelError('the model uses opset %d; the installed onnx package knows opsets up to %d '
+                             '(re-export with an older opset or update onnx)' % (opset, newest))
         self.opset = opset
         self.producer = '%s %s' % (proto.producer_name, proto.producer_version)
         g = proto.graph
@@ -204,14 +269,20 @@ class ImportedModel:
                 name = '%s_%d' % (name, i)
             seen.add(name)
             domain = '' if n.domain in ('', 'ai.onnx') else n.domain
+            if not domain:
+                _check_schema(n, name, opset)
             self.nodes.append(Node(n.op_type, list(n.input), list(n.output), _attributes(n), name, domain,
                                    [name]))
 
     def input_shapes(self, overrides=None):
         """name -> concrete input shape: the model's own, dynamic batch -> 1, ``overrides`` applied."""
-        overrides = dict(overrides or {})
+        if overrides is None:
+            overrides = {}
+        if not hasattr(overrides, 'items'):
+            raise InputError('input_shapes must be a dict {input name: shape}, got %s' % type(overrides).__name__)
+        overrides = dict(overrides.items())
         names = [name for name, _, _, _ in self.inputs]
-        unknown = sorted(set(overrides) - set(names))
+        unknown = [k for k in overrides if k not in names]
         if unknown:
             raise InputError('input_shapes names %s, but the model inputs are %s' % (unknown, names))
         shapes = {}
@@ -219,7 +290,7 @@ class ImportedModel:
             if name in overrides:
                 try:
                     shape = tuple(int(d) for d in overrides[name])
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise InputError('input_shapes[%r] must be a sequence of ints, got %r'
                                      % (name, overrides[name])) from None
                 if len(shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, shape)) \

@@ -578,6 +578,9 @@ def _gemm_shape(node, shapes, consts, opset):
     k2, n = b[::-1] if node.attrs.get('transB', 0) else b
     if k != k2:
         raise node_error(node, 'Gemm of %s and %s: inner dimensions differ' % (a, b))
+    c = shapes[2] if len(shapes) > 2 else None
+    if c is not None and (len(c) > 2 or any(d not in (1, full) for d, full in zip(c[::-1], (n, m)))):
+        raise node_error(node, 'Gemm bias of shape %s does not broadcast to the output (%d, %d)' % (c, m, n))
     return [(m, n)]
 
 
@@ -626,9 +629,19 @@ def _dequantize(node, inputs, opset):
     return [((q.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s).astype(np.float32)]
 
 
-@shape_fn('QuantizeLinear')
+@shape_fn('QuantizeLinear', 'DequantizeLinear')
 def _quantize_shape(node, shapes, consts, opset):
-    return [shapes[0]]
+    """The input's shape; scale and zero point must be scalars or 1-D along ``axis`` (the same shape)."""
+    x, scale = shapes[0], shapes[1]
+    zp = shapes[2] if len(shapes) > 2 else None
+    n = int(np.prod(scale, dtype=np.int64))
+    if not (n == 1 and len(scale) <= 1) and not (len(scale) == 1 and len(x) and
+                                                 scale[0] == x[_norm_axis(node.attrs.get('axis', 1), len(x), node)]):
+        raise node_error(node, 'scale of shape %s fits neither per tensor nor axis %d of the input %s'
+                         % (scale, node.attrs.get('axis', 1), x))
+    if zp is not None and (len(zp) > 1 or int(np.prod(zp, dtype=np.int64)) != n):
+        raise node_error(node, 'zero point of shape %s differs from the scale %s' % (zp, scale))
+    return [x]
 
 
 # ------------------------------------------------------------------------------ convolution geometry
@@ -685,8 +698,11 @@ def _conv_shape(node, shapes, consts, opset):
     if len(x) != 4 or len(w) != 4:
         raise node_error(node, 'only 2-D convolutions are supported (input %s, weight %s)' % (x, w))
     group = int(node.attrs.get('group', 1))
-    if x[1] != w[1] * group or w[0] % group:
+    if group < 1 or x[1] != w[1] * group or w[0] % group:
         raise node_error(node, 'weight %s with group=%d does not match input %s' % (w, group, x))
+    b = shapes[2] if len(shapes) > 2 else None
+    if b is not None and tuple(b) != (w[0],):
+        raise node_error(node, 'bias of shape %s does not match the %d output channels' % (b, w[0]))
     kernel = tuple(node.attrs.get('kernel_shape', w[2:]))
     if tuple(kernel) != tuple(w[2:]):
         raise node_error(node, 'kernel_shape %s differs from the weight %s' % (kernel, w))

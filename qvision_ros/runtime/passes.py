@@ -183,7 +183,12 @@ def propagate(graph):
         shapes = [None if v is None else v.shape for v in ins]
         if node.op in SHAPE:
             consts = [None if v is None else v.const for v in ins]
-            out_shapes = SHAPE[node.op](node, shapes, consts, graph.opset)
+            try:
+                out_shapes = SHAPE[node.op](node, shapes, consts, graph.opset)
+            except ModelError:
+                raise
+            except Exception as e:
+                raise node_error(node, 'invalid for inputs of shapes %s: %s' % (shapes, e)) from None
             dtype = _output_dtype(node, ins, graph.opset)
             out_types = [(s, dtype) for s in out_shapes]
         elif node.op in REFERENCE:

@@ -22,6 +22,10 @@ from ..errors import ModelError
 from .lowering import LowerContext, lower
 
 ALIGN = 64
+# Upper bound on the activation memory of one plan (the largest detectors at 1280 x 1280 plan a few hundred
+# MiB): a model whose shapes would need more is refused before anything is allocated.  Raise it here for
+# larger inputs.
+MAX_ARENA_BYTES = 1 << 30
 
 
 class LayerRecord(NamedTuple):
@@ -204,6 +208,12 @@ class Plan:
                 block_of[s] = b
             for s in ends.get(k, []):
                 free.append(block_of[s])
+        total = int(sum(block_size))
+        if total > MAX_ARENA_BYTES:
+            g = self.graph
+            raise ModelError('the model needs %d MiB of activation memory for inputs %s, more than the %d MiB '
+                             'allowed (qvision_ros.runtime.plan.MAX_ARENA_BYTES); use smaller input sizes'
+                             % (total >> 20, {i: g.values[i].shape for i in g.inputs}, MAX_ARENA_BYTES >> 20))
         blocks = []
         for size in block_size:
             raw = np.empty(size + ALIGN, np.uint8)
