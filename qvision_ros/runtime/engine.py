@@ -44,8 +44,13 @@ class Engine:
         :data:`qvision_ros.runtime.passes.OPTIONAL_PASSES`)
 
     ``run`` may be called with another size along a dimension the model declares dynamic (e.g. a batch
-    of frames): a plan for that shape is compiled on first use and kept.  Calls are serialised (a plan
-    owns its buffers).
+    of frames): a plan for that shape is compiled on first use and kept.
+
+    Threads: one engine may be shared by several threads (executor callbacks, several cameras).  A plan
+    owns its buffers, so ``run``, ``profile`` and ``intermediates`` hold a lock while they use one: calls
+    from several threads are serialised, each gets exactly the outputs it would get alone (fresh arrays,
+    never views of the buffers), and plans for new shapes are compiled under the same lock.  For
+    inference in parallel, use one engine per thread (``num_threads`` splits each layer instead).
     """
 
     def __init__(self, model, num_threads=None, input_shapes=None, disable_passes=()):
@@ -160,7 +165,7 @@ class Engine:
                 total += times
             total /= max(1, int(repeat))
             records = [LayerRecord(*info[:5], float(t), info[5]) for info, t in zip(plan.info, total)]
-        self.last_profile = records
+            self.last_profile = records
         return records
 
     def __repr__(self):

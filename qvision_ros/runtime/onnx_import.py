@@ -4,9 +4,14 @@
   external data files are refused (a model could point them anywhere on disk).
 * Every tensor's declared size is checked against the bytes it actually carries *before* it is turned
   into an array, and against an upper bound, so that a crafted file cannot make the loader allocate
-  gigabytes.
-* Opset 11 or newer in the default domain; anything else is a :class:`~qvision_ros.errors.ModelError`
-  that says what is wrong.
+  gigabytes.  The limits, all checked before allocating: a file of at most :data:`MAX_MODEL_BYTES`
+  (2 GiB); a tensor (in the file, or computed) of at most :data:`MAX_TENSOR_ELEMENTS` (2**28) elements;
+  a constant made by folding of at most ``passes.MAX_FOLDED_ELEMENTS`` (2**26); and at most
+  ``plan.MAX_ARENA_BYTES`` (1 GiB) of activation buffers for one input shape.
+* Opset 11 or newer in the default domain, up to the newest the installed ``onnx`` knows; every node
+  checked against its ONNX schema (input and output counts, required inputs and attributes, attribute
+  types); tensor element types the engine computes with only.  Anything else is a
+  :class:`~qvision_ros.errors.ModelError` that names the node and says what is wrong.
 """
 import os
 

@@ -27,6 +27,10 @@ from .preprocess import Letterbox
 
 KINDS = ('auto', 'yolov5', 'yolov8', 'classifier')
 DEFAULT_MAX_CANDIDATES = 30000
+# NumPy floating-point warnings off where raw outputs are handled: NaN, Inf and values beyond float32 are
+# expected there (inf * 0, 1e30 * 1e30), are dropped explicitly, and must not warn (nor raise where
+# warnings are errors).
+_QUIET = dict(invalid='ignore', over='ignore', divide='ignore')
 
 
 @dataclass
@@ -183,15 +187,16 @@ def decode_yolov5(output, score_threshold=0.25, num_classes=None, max_candidates
     thr = _threshold(score_threshold, 'score_threshold')
     max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
     results = []
-    for image in out:
-        obj = image[:, 4].astype(np.float32)
-        # Objectness bounds the score from above (class scores are probabilities): a cheap first filter.
-        pre = np.flatnonzero(obj >= thr) if thr > 0 else np.arange(len(obj))
-        rows = image[pre]
-        cls = rows[:, 5:5 + nc].astype(np.float32)
-        cid = _argmax_rows(cls)
-        best = cls[np.arange(len(rows)), cid]
-        results.append(_finish(rows, obj[pre] * best, cid, thr, max_candidates))
+    with np.errstate(**_QUIET):   # NaN / Inf in raw outputs are expected and filtered below
+        for image in out:
+            obj = image[:, 4].astype(np.float32)
+            # Objectness bounds the score from above (class scores are probabilities): a cheap first filter.
+            pre = np.flatnonzero(obj >= thr) if thr > 0 else np.arange(len(obj))
+            rows = image[pre]
+            cls = rows[:, 5:5 + nc].astype(np.float32)
+            cid = _argmax_rows(cls)
+            best = cls[np.arange(len(rows)), cid]
+            results.append(_finish(rows, obj[pre] * best, cid, thr, max_candidates))
     return results
 
 
@@ -213,11 +218,12 @@ def decode_yolov8(output, score_threshold=0.25, num_classes=None, transposed=Fal
     thr = _threshold(score_threshold, 'score_threshold')
     max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
     results = []
-    for image in out:
-        cls = image[:, 4:4 + nc].astype(np.float32)
-        cid = _argmax_rows(cls)
-        best = cls[np.arange(len(cls)), cid]
-        results.append(_finish(image, best, cid, thr, max_candidates))
+    with np.errstate(**_QUIET):   # NaN / Inf in raw outputs are expected and filtered below
+        for image in out:
+            cls = image[:, 4:4 + nc].astype(np.float32)
+            cid = _argmax_rows(cls)
+            best = cls[np.arange(len(cls)), cid]
+            results.append(_finish(image, best, cid, thr, max_candidates))
     return results
 
 
@@ -361,6 +367,10 @@ class Decoder:
 
     def postprocess(self, det, letterbox=None):
         """Network-pixel candidates -> final detections (class filter, sanity, NMS, map, clip)."""
+        with np.errstate(**_QUIET):
+            return self._postprocess(det, letterbox)
+
+    def _postprocess(self, det, letterbox):
         if self.classes is not None and len(det):
             det = det.select(np.isin(det.class_ids, self.classes))
         boxes = det.boxes
