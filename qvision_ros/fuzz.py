@@ -1121,30 +1121,31 @@ def check_params(target, kw, rng):
 # ============================================================================================= runner
 
 def _case(entry, seed, k, seeds, tmp):
-    """Generate and check case ``k`` of ``entry``: (outcome, description of the case)."""
+    """Generate and check case ``k`` of ``entry``: (outcome, kind of case, description of the case)."""
     rng = np.random.default_rng([seed, ENTRY_POINTS.index(entry), k])
     if entry == 'images':
         if rng.random() < 0.7:
             fields = image_message(rng)
-            return check_image_message(fields), 'image message %s' % _describe_fields(fields)
+            return check_image_message(fields), 'message', 'image message %s' % _describe_fields(fields)
         frame, enc = frame_array(rng)
-        return check_frame(frame, enc), 'frame %s %s' % (_describe_obj(frame), enc)
+        return check_frame(frame, enc), 'frame', 'frame %s %s' % (_describe_obj(frame), enc)
     if entry == 'models':
         names = sorted(seeds)
         base = names[int(rng.integers(len(names)))]
         kinds, data = mutate_model(seeds[base], rng)
         where = tmp if rng.random() < 0.3 else None
-        return check_model(data, rng, where), 'model %s mutated by %s (%d bytes)%s' % (
-            base, kinds, len(data), ' from a file' if where else '')
+        return check_model(data, rng, where), kinds[0] if len(kinds) == 1 else 'several', \
+            'model %s mutated by %s (%d bytes)%s' % (base, kinds, len(data), ' from a file' if where else '')
     if entry == 'decoder':
         if rng.random() < 0.7:
             kw, out, lb = decoder_case(rng)
-            return check_decoder(kw, out, lb), 'Decoder(%s) on %s, letterbox %r' % (kw, _describe_obj(out), lb)
+            return check_decoder(kw, out, lb), 'Decoder', 'Decoder(%s) on %s, letterbox %r' % (
+                kw, _describe_obj(out), lb)
         case = nms_case(rng)
-        return check_nms(*case), 'nms on %d boxes %s, thr %r, max_output %r' % (
+        return check_nms(*case), 'nms', 'nms on %d boxes %s, thr %r, max_output %r' % (
             len(case[1]), case[0].dtype, case[3], case[4])
     target, kw = param_case(rng)
-    return check_params(target, kw, rng), '%s %r' % (target, kw)
+    return check_params(target, kw, rng), target, '%s %r' % (target, kw)
 
 
 def _describe_obj(x):
@@ -1170,8 +1171,9 @@ def _progress(entry, done, total, t0):
 
 
 def run(counts, seed=0, zoo=False, replay=None, memory_limit_gb=None, out=sys.stdout):
-    """Run ``counts`` ({entry point: number of cases}); returns ({entry: Counter of outcomes}, bugs).
-    ``replay``: (entry, k) to run one case and print its traceback."""
+    """Run ``counts`` ({entry point: number of cases}); returns ({entry: (Counter of outcomes, Counter of
+    (kind of case, outcome), seconds, (slowest seconds, its case))}, bugs).  ``replay``: (entry, k) to run
+    one case and print its traceback."""
     if memory_limit_gb:
         limit = int(memory_limit_gb * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -1182,7 +1184,7 @@ def run(counts, seed=0, zoo=False, replay=None, memory_limit_gb=None, out=sys.st
         if replay:
             entry, k = replay
             try:
-                o, what = _case(entry, seed, k, seeds, tmp)
+                o, _, what = _case(entry, seed, k, seeds, tmp)
                 out.write('%s case %d: %s\n  %s\n' % (entry, k, o, what))
             except Exception:
                 traceback.print_exc(file=out)
@@ -1192,33 +1194,39 @@ def run(counts, seed=0, zoo=False, replay=None, memory_limit_gb=None, out=sys.st
             total = counts.get(entry, 0)
             if not total:
                 continue
-            c = Counter()
+            c, by_kind = Counter(), Counter()
             t0 = time.perf_counter()
             slowest = (0.0, None)
             for k in range(total):
                 t = time.perf_counter()
+                kind = '?'
                 try:
-                    o, _ = _case(entry, seed, k, seeds, tmp)
+                    o, kind, _ = _case(entry, seed, k, seeds, tmp)
                 except Exception as e:
                     o = 'BUG %s' % type(e).__name__
                     bugs.append((entry, k, ''.join(traceback.format_exception_only(type(e), e)).strip()))
                 c[o] += 1
+                by_kind[kind, o.split('@')[0]] += 1
                 dt = time.perf_counter() - t
                 if dt > slowest[0]:
                     slowest = (dt, k)
                 _progress(entry, k + 1, total, t0)
-            results[entry] = (c, time.perf_counter() - t0, slowest)
+            results[entry] = (c, by_kind, time.perf_counter() - t0, slowest)
     return results, bugs
 
 
 def report(results, bugs, out=sys.stdout):
     """The counts per entry point and outcome, times, peak memory and bugs, as text."""
-    for entry, (c, seconds, (slow_s, slow_k)) in results.items():
+    for entry, (c, by_kind, seconds, (slow_s, slow_k)) in results.items():
         total = sum(c.values())
         out.write('%s: %d cases in %.1f s (%.1f ms/case, slowest case %s: %.2f s)\n'
                   % (entry, total, seconds, 1000 * seconds / max(total, 1), slow_k, slow_s))
         for o, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):
             out.write('  %7d  %s\n' % (n, o))
+        kinds = sorted({kind for kind, _ in by_kind})
+        out.write('  by kind of case: %s\n' % '; '.join(
+            '%s %s' % (kind, ', '.join('%s %d' % (o, n) for (k2, o), n in sorted(by_kind.items()) if k2 == kind))
+            for kind in kinds))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.write('peak RSS %.0f MB\n' % peak_mb)
     out.write('%d bug(s)\n' % len(bugs))

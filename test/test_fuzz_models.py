@@ -290,3 +290,11 @@ def test_engine_disable_passes_of_the_wrong_type(value):
     # were TypeError (not iterable) or ValueError from run_passes
     with pytest.raises(ConfigError, match='disable_passes'):
         Engine(SMALL['tiny_detector'], disable_passes=value)
+
+
+def test_graph_with_a_cycle():
+    nodes = [helper.make_node('Add', ['x', 'b'], ['a'], name='first'),
+             helper.make_node('Relu', ['a'], ['b'], name='loop'), helper.make_node('Relu', ['a'], ['y'])]
+    with pytest.raises(ModelError, match=r"model is corrupt: its graph has a cycle or reads undefined values: "
+                                         r"\['a', 'b'\] \(re-export it\)"):
+        Engine(_model(nodes, {}))

@@ -353,7 +353,7 @@ class ImportedModel:
         try:
             g.toposort()
         except ValueError as e:
-            raise ModelError(str(e)) from None
+            raise ModelError('the model is corrupt: its %s (re-export it)' % e) from None
         return g
 
 

@@ -254,8 +254,8 @@ class Preprocessor:
             self.input_zero_point = None
         self.lut = self._build_lut()
         if not np.isfinite(self.lut).all():
-            raise ConfigError('mean=%r and std=%r give values that are not finite in %s; use std of about 1e-3 '
-                              'or more' % (mean, std, self.dtype))
+            raise ConfigError('mean=%r and std=%r make (p / 255 - mean) / std not finite in %s; give mean and '
+                              'std in 0..1 units (e.g. std=0.229)' % (mean, std, self.dtype))
         self._geometry = {}   # (src_w, src_h) -> Letterbox
         self._buffers = {}    # name -> array, reused across calls
 
