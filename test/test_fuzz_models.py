@@ -157,6 +157,10 @@ def test_quantization_scale_of_the_wrong_length(op):
     with pytest.raises(ModelError, match='zero point of shape'):
         Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(2, np.uint8)))
     Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, np.uint8)))      # per channel: fine
+    if op == 'QuantizeLinear':
+        # a float zero point was ValueError ('Invalid integer data type') from numpy.iinfo in the lowering
+        with pytest.raises(ModelError, match='zero point is float32; it must be an integer type'):
+            Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, np.float32)))
 
 
 def _qmodel(op, x_type, scale, zp):
@@ -170,8 +174,8 @@ def _qmodel(op, x_type, scale, zp):
     return m.SerializeToString()
 
 
-@pytest.mark.parametrize('elem', [TensorProto.COMPLEX64, TensorProto.BFLOAT16, TensorProto.STRING,
-                                  TensorProto.FLOAT8E4M3FN, TensorProto.INT4, 99])
+# complex64, bfloat16, string, float8e4m3fn (onnx 1.14+), int4 (onnx 1.16+), no type at all
+@pytest.mark.parametrize('elem', [TensorProto.COMPLEX64, TensorProto.BFLOAT16, TensorProto.STRING, 17, 22, 99])
 def test_unsupported_element_types(elem):
     # a string initializer gave TypeError ('array of references') in the memory plan, complex or 4-bit
     # inputs a KernelError at the first run
@@ -298,3 +302,26 @@ def test_graph_with_a_cycle():
     with pytest.raises(ModelError, match=r"model is corrupt: its graph has a cycle or reads undefined values: "
                                          r"\['a', 'b'\] \(re-export it\)"):
         Engine(_model(nodes, {}))
+
+
+def test_model_paths_that_are_not_regular_files(tmp_path):
+    """A NUL in the path was a ValueError; a folder, a FIFO or a device is refused before it is opened
+    (reading /dev/zero never ended, opening a FIFO blocks)."""
+    import os
+    import subprocess
+    import sys
+
+    with pytest.raises(ModelError, match='embedded null byte'):
+        Engine('model\0.onnx')
+    os.mkfifo(tmp_path / 'fifo.onnx')
+    for path in (str(tmp_path), str(tmp_path / 'fifo.onnx'), '/dev/null'):
+        with pytest.raises(ModelError, match='not a regular file'):
+            Engine(path)
+    # /dev/zero in a child process with 2 GiB of address space, so that a regression fails, not hangs
+    code = ('import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n'
+            'from qvision_ros.runtime import Engine\n'
+            'from qvision_ros.errors import ModelError\n'
+            'try:\n    Engine("/dev/zero")\nexcept ModelError as e:\n    print("ModelError", e)\n')
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.stdout.startswith('ModelError') and 'not a regular file' in res.stdout, res.stdout + res.stderr

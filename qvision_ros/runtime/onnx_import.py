@@ -14,6 +14,7 @@
   :class:`~qvision_ros.errors.ModelError` that names the node and says what is wrong.
 """
 import os
+import stat
 
 import numpy as np
 
@@ -45,14 +46,19 @@ def _load_proto(model):
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         try:
-            size = os.path.getsize(path)
-            if size > MAX_MODEL_BYTES:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                # a folder, device or FIFO: reading /dev/zero or a pipe might never end
+                raise ModelError('cannot read the model file %r: it is not a regular file; give the path of '
+                                 'an .onnx file' % (path,))
+            if st.st_size > MAX_MODEL_BYTES:
                 raise ModelError('model file %s is %d bytes, more than the %d this loader accepts'
-                                 % (path, size, MAX_MODEL_BYTES))
+                                 % (path, st.st_size, MAX_MODEL_BYTES))
             with open(path, 'rb') as fh:
-                data = fh.read()
-        except OSError as e:
-            raise ModelError('cannot read the model file %s: %s' % (path, e.strerror or e)) from None
+                data = fh.read(MAX_MODEL_BYTES + 1)
+        except (OSError, ValueError) as e:      # ValueError: a NUL character in the path
+            raise ModelError('cannot read the model file %r: %s' % (path, getattr(e, 'strerror', None) or e)) \
+                from None
         where = path
     elif isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)

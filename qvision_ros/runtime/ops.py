@@ -641,6 +641,9 @@ def _quantize_shape(node, shapes, consts, opset):
                          % (scale, node.attrs.get('axis', 1), x))
     if zp is not None and (len(zp) > 1 or int(np.prod(zp, dtype=np.int64)) != n):
         raise node_error(node, 'zero point of shape %s differs from the scale %s' % (zp, scale))
+    zc = consts[2] if len(consts) > 2 else None
+    if zc is not None and zc.dtype.kind not in 'iu':
+        raise node_error(node, 'zero point is %s; it must be an integer type (uint8 or int8)' % zc.dtype)
     return [x]
 
 
