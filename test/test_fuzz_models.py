@@ -325,3 +325,20 @@ def test_model_paths_that_are_not_regular_files(tmp_path):
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.stdout.startswith('ModelError') and 'not a regular file' in res.stdout, res.stdout + res.stderr
+
+
+def test_memory_bound_counts_the_arrays_numpy_only_steps_allocate(monkeypatch):
+    """Pad runs in NumPy and allocates its output at each run (no planned buffer): a chain of such ops
+    passed the bound on planned buffers whatever their size (a mutated model took 830 MB to load and run
+    one 400 MB Pad).  Their outputs count now: here (1, 3, 18, 16) and twice (1, 3, 20, 16) float32."""
+    nodes = [helper.make_node('Pad', ['x', 'p'], ['a']), helper.make_node('Pad', ['a', 'p'], ['b']),
+             helper.make_node('Pad', ['b', 'p0'], ['y'])]
+    inits = {'p': np.array([0, 0, 2, 0, 0, 0, 0, 0], np.int64), 'p0': np.zeros(8, np.int64)}
+    mb = make_model(nodes, [('x', (1, 3, 16, 16))], ['y'], inits)
+    need = 4 * 3 * 16 * (18 + 20 + 20)
+    assert Engine(mb).memory_bytes == 0                     # nothing planned: the old bound saw 0 bytes
+    monkeypatch.setattr(plan, 'MAX_ARENA_BYTES', need)
+    Engine(mb)
+    monkeypatch.setattr(plan, 'MAX_ARENA_BYTES', need - 1)
+    with pytest.raises(ModelError, match='activation memory'):
+        Engine(mb)

@@ -22,9 +22,9 @@ from ..errors import ModelError
 from .lowering import LowerContext, lower
 
 ALIGN = 64
-# Upper bound on the activation memory of one plan (the largest detectors at 1280 x 1280 plan a few hundred
-# MiB): a model whose shapes would need more is refused before anything is allocated.  Raise it here for
-# larger inputs.
+# Upper bound on the activation memory of one plan - planned buffers plus the arrays NumPy-only steps
+# allocate at each run (the largest detectors at 1280 x 1280 need a few hundred MiB): a model whose shapes
+# would need more is refused before anything is allocated.  Raise it here for larger inputs.
 MAX_ARENA_BYTES = 1 << 30
 
 
@@ -143,6 +143,7 @@ class Plan:
                 last_read[i] = k
         outputs = set(self.output_slots)
         members = {}                        # storage id -> value slots stored there
+        fresh = 0                           # bytes of the arrays the NumPy-only steps allocate per run
         for k, (node, lowered, ins, outs) in enumerate(steps):
             extra = [('buffer',) + tuple(sc) for sc in lowered.scratch]
             outs = list(outs) + [None] * (len(lowered.specs) - len(outs)) + [None] * len(extra)
@@ -174,6 +175,9 @@ class Plan:
                     storage[o] = storage[ins[spec[1]]]
                     if storage[o] is not None:
                         members[storage[o]].append(o)
+                elif spec[0] == 'fresh':             # allocated by the step at every run, kept until the end
+                    v = self.graph.values[node.outputs[j]]
+                    fresh += int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
         last = list(defined)
         for k, (node, lowered, ins, outs) in enumerate(steps):
             for i in ins:
@@ -208,7 +212,7 @@ class Plan:
                 block_of[s] = b
             for s in ends.get(k, []):
                 free.append(block_of[s])
-        total = int(sum(block_size))
+        total = int(sum(block_size)) + fresh
         if total > MAX_ARENA_BYTES:
             g = self.graph
             raise ModelError('the model needs %d MiB of activation memory for inputs %s, more than the %d MiB '
