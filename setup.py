@@ -172,9 +172,13 @@ setup(
     # onnx and onnxruntime: the independent oracle of the tests (DESIGN.md section 8) and the comparison
     # columns of qvision-bench-kernels; neither is needed at run time.
     extras_require={
-        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis', 'torch==2.13.0'],
+        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis', 'torch==2.13.0', 'scikit-learn', 'rosbags',
+                 'pycocotools', 'matplotlib'],
         'bench': ['onnxruntime'],
-        'train': ['torch==2.13.0'],
+        'train': ['torch==2.13.0', 'scikit-learn'],
+        'bag': ['rosbags'],             # rosbag2 input and output of the qvision command
+        'eval': ['pycocotools'],        # qvision eval (COCO mAP)
+        'report': ['matplotlib'],       # the quantizer's per-layer error plot
     },
     zip_safe=False,
     maintainer='qvision_ros developers',
@@ -183,10 +187,16 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'qvision = qvision_ros.cli:main',
             'qvision-bench-kernels = qvision_ros.bench_kernels:main',
             'qvision-bench-engine = qvision_ros.bench_engine:main',
             'qvision-train-detector = qvision_ros.training.train:main',
             'qvision-synthetic = qvision_ros.synthetic:main',
+            # ROS 2 node executables (`ros2 run qvision_ros <name>`, launch/pipeline.launch.py)
+            'preprocess_node = qvision_ros.nodes.preprocess:main',
+            'inference_node = qvision_ros.nodes.inference:main',
+            'visualization_node = qvision_ros.nodes.visualization:main',
+            'composed_node = qvision_ros.nodes.composed:main',
         ],
     },
 )

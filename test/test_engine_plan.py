@@ -21,7 +21,7 @@ def _engine(name, precision, threads=1):
 
 
 def _plan(engine):
-    return engine._plans[engine._default_key]
+    return engine._plans[(engine._default_key, ())]
 
 
 @pytest.mark.parametrize('threads', [1, 2])

@@ -224,6 +224,15 @@ TARGETED = {
     'depthwise_dil2_c33': Case(seed=25, h=9, w=9, c=33, oc=33, groups=33, dilation=(2, 2), pads=(2, 2, 2, 2)),
     'depthwise_asym_c15': Case(seed=26, h=7, w=8, c=15, oc=15, groups=15, pads=(0, 2, 1, 0), stride=(2, 1)),
     'depthwise_c96_batch3': Case(seed=27, n=3, h=6, w=5, c=96, oc=96, groups=96, pads=(1, 1, 1, 1)),
+    # rows wide enough for the four-pixel interior tiles, with remainders, and channel tails that end at
+    # the last byte of the input (no padding: the last tile reads right up to the end)
+    'depthwise3x3_wide_c72': Case(seed=134, h=5, w=37, c=72, oc=72, groups=72, pads=(1, 1, 1, 1)),
+    'depthwise3x3_s2_wide_c24': Case(seed=135, h=6, w=41, c=24, oc=24, groups=24, stride=(2, 2),
+                                     pads=(1, 1, 1, 1)),
+    'depthwise_dil2_wide_c16': Case(seed=136, h=7, w=30, c=16, oc=16, groups=16, dilation=(2, 2),
+                                    pads=(2, 2, 2, 2)),
+    'depthwise_nopad_c8': Case(seed=137, n=2, h=4, w=23, c=8, oc=8, groups=8),
+    'depthwise5x5_nopad_c40': Case(seed=138, h=6, w=29, c=40, oc=40, groups=40, kh=5, kw=5, stride=(1, 2)),
     'multiplier2_c8': Case(seed=28, h=8, w=8, c=8, oc=16, groups=8, pads=(1, 1, 1, 1)),
     'multiplier2_c17': Case(seed=29, h=7, w=9, c=17, oc=34, groups=17, stride=(2, 2), pads=(1, 1, 1, 1)),
     'patch_c1': Case(seed=30, h=10, w=10, c=1, oc=8, pads=(1, 1, 1, 1)),

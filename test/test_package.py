@@ -35,8 +35,8 @@ ROSDEP_KEYS = {
     'python3-pytest', 'python3-setuptools', 'python3-yaml',
 }
 ROS_PACKAGES = {
-    'builtin_interfaces', 'cv_bridge', 'diagnostic_msgs', 'launch', 'launch_ros', 'lifecycle_msgs',
-    'rclpy', 'ros2launch', 'rviz2', 'sensor_msgs', 'std_msgs', 'vision_msgs',
+    'builtin_interfaces', 'cv_bridge', 'diagnostic_msgs', 'geometry_msgs', 'launch', 'launch_ros',
+    'lifecycle_msgs', 'rcl_interfaces', 'rclpy', 'ros2launch', 'rviz2', 'sensor_msgs', 'std_msgs', 'vision_msgs',
 }
 DEPEND_TAGS = ('depend', 'buildtool_depend', 'build_depend', 'build_export_depend', 'exec_depend',
                'test_depend', 'doc_depend')

@@ -10,7 +10,7 @@ supported families for benchmarks and tests (it needs torch; nothing else here i
 # policy: see qvision_kernels/__init__.py (two-thread runs stalled on a shared machine otherwise).  libgomp
 # reads it once, when first loaded; PyTorch loads a libgomp.so.1 of its own, which the kernels then
 # share: import qvision_ros.runtime before torch, or set OMP_WAIT_POLICY=PASSIVE in the environment.
-from .engine import Engine, TensorInfo, summarize_profile
+from .engine import Engine, QuantizedInput, TensorInfo, summarize_profile
 from .plan import LayerRecord
 
-__all__ = ['Engine', 'TensorInfo', 'LayerRecord', 'summarize_profile']
+__all__ = ['Engine', 'QuantizedInput', 'TensorInfo', 'LayerRecord', 'summarize_profile']

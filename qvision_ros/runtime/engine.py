@@ -32,6 +32,20 @@ class TensorInfo(NamedTuple):
     dtype: np.dtype
 
 
+class QuantizedInput(NamedTuple):
+    """A float model input whose only reader is a per-tensor QuantizeLinear: the engine also takes it
+    already quantised, ``q = clip(round_half_to_even(x / scale) + zero_point)`` of ``dtype``, in the
+    physical ``layout`` ('NHWC' for images) and ``shape`` given here - what
+    :class:`qvision_ros.vision.Preprocessor` writes with ``input_scale``/``input_zero_point``, which saves
+    the float tensor and its quantisation pass at every frame."""
+    name: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+    layout: str
+
+
 class Engine:
     """Run a float or QDQ ONNX model on the qvision kernels.
 
@@ -69,33 +83,40 @@ class Engine:
         self.inputs = [TensorInfo(name, shapes[name], np.dtype(dtype)) for name, _, _, dtype in self._model.inputs]
         self.outputs = [TensorInfo(name, tuple(g.values[name].shape), g.values[name].dtype)
                         for name in g.outputs]
+        self.quantized_inputs = {q.name: q for q in (_input_quantizer(g, name) for name in g.inputs) if q}
         self.last_profile = None
 
     # ------------------------------------------------------------------------------------ plans
-    def _plan(self, key):
-        plan = self._plans.get(key)
+    def _plan(self, key, prequantized=()):
+        """The plan for input shapes ``key`` (logical shapes), whose inputs named in ``prequantized`` are
+        fed already quantised (see :class:`QuantizedInput`)."""
+        full_key = (key, tuple(prequantized))
+        plan = self._plans.get(full_key)
         if plan is None:
             shapes = {name: shape for (name, _, _, _), shape in zip(self._model.inputs, key)}
             graph = self._model.to_graph(shapes)
             run_passes(graph, self._disable)
             assign_layout(graph)
+            for name in prequantized:
+                _cut_input_quantizer(graph, name)
             plan = Plan(graph, self.num_threads)
             if len(self._plans) >= MAX_PLANS:
-                self._plans.pop(next(k for k in self._plans if k != self._default_key))
-            self._plans[key] = plan
+                self._plans.pop(next(k for k in self._plans if k != (self._default_key, ())))
+            self._plans[full_key] = plan
         return plan
 
     @property
     def graph(self):
         """The compiled graph of the default input shapes (after the passes and the layout)."""
-        return self._plans[self._default_key].graph
+        return self._plans[(self._default_key, ())].graph
 
     @property
     def memory_bytes(self):
         """Bytes of activation buffers planned for the default input shapes."""
-        return self._plans[self._default_key].arena_bytes
+        return self._plans[(self._default_key, ())].arena_bytes
 
     def _check_feeds(self, feeds):
+        """(arrays in input order, logical shapes key, names of the inputs given already quantised)."""
         if not hasattr(feeds, 'keys'):
             raise InputError('run() takes a dict {input name: array}, got %s' % type(feeds).__name__)
         names = [name for name, _, _, _ in self._model.inputs]
@@ -103,16 +124,30 @@ class Engine:
         extra = sorted(set(feeds) - set(names))
         if missing or extra:
             raise InputError('the model inputs are %s; missing %s, unknown %s' % (names, missing, extra))
-        arrays, key = [], []
+        arrays, key, prequantized = [], [], []
         for name, dims, sym, dtype in self._model.inputs:
             x = feeds[name]
             if not isinstance(x, np.ndarray):
                 raise InputError('input %r must be a numpy array of %s, got %s'
                                  % (name, np.dtype(dtype).name, type(x).__name__))
-            if x.dtype != dtype:
-                raise InputError('input %r must be %s, got %s (convert with x.astype(np.%s))'
-                                 % (name, np.dtype(dtype).name, x.dtype, np.dtype(dtype).name))
             default = self.inputs[len(arrays)].shape
+            q = self.quantized_inputs.get(name)
+            if q is not None and x.dtype == q.dtype and x.dtype != dtype:
+                # another batch size where the model declares the batch dynamic, like the float input
+                batch_ok = (len(x.shape) == len(q.shape) == len(dims) and x.shape[1:] == q.shape[1:]
+                            and x.shape[0] >= 1 and (x.shape[0] == q.shape[0] or dims[0] is None))
+                if not batch_ok:
+                    raise InputError('quantised input %r must have the physical (%s) shape %s, got %s'
+                                     % (name, q.layout, q.shape, x.shape))
+                arrays.append(np.require(x, requirements='C'))
+                key.append((x.shape[0],) + tuple(default[1:]))
+                prequantized.append(name)
+                continue
+            if x.dtype != dtype:
+                also = (' or %s %s already quantised (engine.quantized_inputs)' % (q.dtype.name, q.shape)
+                        if q is not None else '')
+                raise InputError('input %r must be %s%s, got %s (convert with x.astype(np.%s))'
+                                 % (name, np.dtype(dtype).name, also, x.dtype, np.dtype(dtype).name))
             if x.shape != default:
                 ok = len(x.shape) == len(dims) and all(
                     (d is None and s >= 1) or s == d for d, s in zip(dims, x.shape))
@@ -121,7 +156,7 @@ class Engine:
                                      'fixed cannot change)' % (name, default, x.shape))
             arrays.append(np.require(x, requirements="C"))
             key.append(tuple(x.shape))
-        return arrays, tuple(key)
+        return arrays, tuple(key), tuple(prequantized)
 
     # -------------------------------------------------------------------------------------- run
     def run(self, feeds, profile=False):
@@ -129,9 +164,9 @@ class Engine:
 
         With ``profile=True`` the per-layer times of this run are kept in ``self.last_profile``
         (a list of :class:`LayerRecord`)."""
-        arrays, key = self._check_feeds(feeds)
+        arrays, key, preq = self._check_feeds(feeds)
         with self._lock:
-            plan = self._plan(key)
+            plan = self._plan(key, preq)
             if not profile:
                 return plan.run(arrays)
             times = []
@@ -144,18 +179,18 @@ class Engine:
         the outputs included: for debugging and for comparing layer by layer with another runtime.  Names
         are the model's where a value survived the passes (the output of a fused int8 layer keeps the
         name of the QuantizeLinear it replaced)."""
-        arrays, key = self._check_feeds(feeds)
+        arrays, key, preq = self._check_feeds(feeds)
         capture = {}
         with self._lock:
-            self._plan(key).run(arrays, capture=capture)
+            self._plan(key, preq).run(arrays, capture=capture)
         return capture
 
     def profile(self, feeds, repeat=10, warmup=1):
         """Per-layer records averaged over ``repeat`` runs (after ``warmup`` runs): a list of
         :class:`LayerRecord` (name, op, precision, input/output shapes, mean time in seconds)."""
-        arrays, key = self._check_feeds(feeds)
+        arrays, key, preq = self._check_feeds(feeds)
         with self._lock:
-            plan = self._plan(key)
+            plan = self._plan(key, preq)
             for _ in range(warmup):
                 plan.run(arrays)
             total = np.zeros(len(plan.info))
@@ -183,6 +218,32 @@ def _pass_names(disable):
         raise ConfigError('disable_passes names %s, which are not optional passes; optional ones: %s'
                           % (unknown, sorted(OPTIONAL_PASSES)))
     return tuple(disable)
+
+
+def _input_quantizer(graph, name):
+    """The :class:`QuantizedInput` of graph input ``name`` when its only reader is a per-tensor
+    QuantizeLinear with constant parameters (a QDQ model's first node), else None."""
+    readers = graph.consumers().get(name, [])
+    if len(readers) != 1 or name in graph.outputs:
+        return None
+    q = readers[0]
+    if q.op != 'QuantizeLinear' or q.inputs[0] != name or len(q.outputs) != 1 or q.outputs[0] in graph.outputs:
+        return None
+    scale = graph.values[q.inputs[1]].const if len(q.inputs) > 1 and q.inputs[1] else None
+    zp = graph.values[q.inputs[2]].const if len(q.inputs) > 2 and q.inputs[2] else None
+    if scale is None or scale.size != 1 or (len(q.inputs) > 2 and q.inputs[2] and (zp is None or zp.size != 1)):
+        return None
+    out = graph.values[q.outputs[0]]
+    return QuantizedInput(name, tuple(out.physical_shape()), np.dtype(out.dtype), float(scale.reshape(-1)[0]),
+                          0 if zp is None else int(zp.reshape(-1)[0]), out.layout or 'plain')
+
+
+def _cut_input_quantizer(graph, name):
+    """Graph input ``name`` is fed already quantised: the output of its QuantizeLinear becomes the graph
+    input (in its physical layout) and the QuantizeLinear goes."""
+    q = graph.consumers()[name][0]
+    graph.nodes.remove(q)
+    graph.inputs[graph.inputs.index(name)] = q.outputs[0]
 
 
 def summarize_profile(records):

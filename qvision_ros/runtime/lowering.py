@@ -429,7 +429,28 @@ def _gap(node, ctx):
     else:
         _require_dtype(ctx, node, np.float32)
     nt = ctx.threads(node)
-    return _single(ctx, node, lambda out, x: K.global_avg_pool2d(x, out=out, num_threads=nt, **q))
+
+    def run(out, x):
+        K.global_avg_pool2d(x, out=out, num_threads=nt, **q)
+    return _single(ctx, node, run, bind=lambda out, x: _bind_gap(x, out, q, nt))
+
+
+def _bind_gap(x, out, q, nt):
+    """Direct call of the global-average kernel on planned NHWC ``x`` and ``out`` (the wrapper derives the
+    requantisation multiplier at every call: a third of the time of this small step)."""
+    fallback = functools.partial(K.global_avg_pool2d, x, out=out, num_threads=nt, **q)
+    dtype = np.uint8 if q else np.float32
+    if not (_fixed(x, dtype) and x.ndim == 4 and _fixed(out, dtype, (x.shape[0], 1, 1, x.shape[3]))
+            and 1 <= x.shape[1] * x.shape[2] <= K.pool.MAX_WINDOW):
+        return fallback
+    mod = _kernels('pool')
+    if not q:
+        return functools.partial(mod.global_avg_pool2d_f32, x, out, nt)
+    m = float(K.pool.avg_multiplier(q['x_scale'], q['y_scale'], x.shape[1] * x.shape[2])[()])
+    if not np.isfinite(m):
+        return fallback
+    return functools.partial(mod.global_avg_pool2d_u8, x, out, m, int(q['x_zero_point']), int(q['y_zero_point']),
+                             nt)
 
 
 @lowering('GlobalMaxPool')

@@ -1,0 +1,2 @@
+"""rclpy.publisher of the double."""
+from .node import Publisher  # noqa: F401

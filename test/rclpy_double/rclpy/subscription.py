@@ -1,0 +1,2 @@
+"""rclpy.subscription of the double."""
+from .node import Subscription  # noqa: F401

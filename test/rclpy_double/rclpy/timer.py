@@ -1,0 +1,2 @@
+"""rclpy.timer of the double."""
+from .node import Timer  # noqa: F401
