@@ -1011,8 +1011,9 @@ PREPROCESSOR_PARAMS = ('input_width', 'input_height', 'resize_mode', 'pad_value'
 DECODER_PARAMS = ('kind', 'num_classes', 'score_threshold', 'nms_iou_threshold', 'max_detections',
                   'agnostic_nms', 'classes', 'max_candidates', 'transposed', 'top_k')
 ENGINE_PARAMS = ('num_threads', 'input_shapes', 'disable_passes')
-RUN_FEEDS = ('not_a_dict', 'missing', 'extra', 'dtype', 'shape', 'list', 'strided', 'nan', 'scalar', 'batch',
-             'readonly', 'fortran')
+RUN_FEEDS = ('not_a_dict', 'missing', 'extra', 'keys', 'dtype', 'shape', 'list', 'strided', 'nan', 'scalar',
+             'batch', 'readonly', 'fortran', 'quantized', 'quantized_nchw', 'quantized_int8')
+RUN_MODELS = ('tiny_detector', 'tiny_qdq')
 
 
 def param_case(rng):
@@ -1039,19 +1040,20 @@ def param_case(rng):
                                                        {'x': (1,)}, {'images': 'abc'}, ['fuse_silu'],
                                                        ['propagate'], ['nope'], 'fuse_silu', 10 ** 6, 4096))}
     else:
-        kw = {'feed': RUN_FEEDS[rng.integers(len(RUN_FEEDS))]}
+        kw = {'feed': _pick(rng, RUN_FEEDS), 'model': _pick(rng, RUN_MODELS)}
     return target, kw
 
 
 _ENGINES = {}
 
 
-def _tiny_engine():
-    if 'tiny' not in _ENGINES:
+def tiny_engine(name='tiny_detector'):
+    """A shared engine of a built-in model (:data:`RUN_MODELS`)."""
+    if name not in _ENGINES:
         from .runtime import Engine
 
-        _ENGINES['tiny'] = Engine(tiny_detector(), num_threads=1)
-    return _ENGINES['tiny']
+        _ENGINES[name] = Engine({'tiny_detector': tiny_detector, 'tiny_qdq': tiny_qdq}[name](), num_threads=1)
+    return _ENGINES[name]
 
 
 def _feeds(kind, rng):
@@ -1062,6 +1064,11 @@ def _feeds(kind, rng):
         return {}
     if kind == 'extra':
         return {'images': x, 'other': x}
+    if kind == 'keys':
+        return {'images': x, 0: x, 'other': x, None: x}
+    if kind.startswith('quantized'):
+        q = rng.integers(0, 256, (1, 16, 16, 3)).astype(np.int8 if kind.endswith('int8') else np.uint8)
+        return {'images': q.transpose(0, 3, 1, 2) if kind.endswith('nchw') else q}
     if kind == 'dtype':
         return {'images': x.astype(np.float64)}
     if kind == 'shape':
@@ -1109,7 +1116,7 @@ def check_params(target, kw, rng):
         feeds = {i.name: random_feed(i, rng) for i in eng.inputs}
         name, outs = outcome(eng.run, feeds)
         return 'ok' if name == 'ok' else '%s@run' % name
-    engine = _tiny_engine()
+    engine = tiny_engine(kw['model'])
     feeds = _feeds(kw['feed'], rng)
     name, outs = outcome(engine.run, feeds)
     if name != 'ok':

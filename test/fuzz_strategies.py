@@ -178,7 +178,7 @@ def param_cases(draw):
     malformed Engine.run feed (target 'run')."""
     target = draw(st.sampled_from(['Preprocessor', 'Decoder', 'Engine', 'run']))
     if target == 'run':
-        return target, {'feed': draw(st.sampled_from(fuzz.RUN_FEEDS))}
+        return target, {'feed': draw(st.sampled_from(fuzz.RUN_FEEDS)), 'model': draw(st.sampled_from(fuzz.RUN_MODELS))}
     keys = {'Preprocessor': fuzz.PREPROCESSOR_PARAMS, 'Decoder': fuzz.DECODER_PARAMS,
             'Engine': fuzz.ENGINE_PARAMS}[target]
     kw = {'input_width': 32, 'input_height': 24} if target == 'Preprocessor' else {}

@@ -20,11 +20,14 @@ def test_fuzz_params():
     assert seen['ok'] >= 30 and seen['ConfigError@Preprocessor()'] >= 30 and seen['InputError@run'] >= 20, seen
 
 
+@pytest.mark.parametrize('model', fuzz.RUN_MODELS)
 @pytest.mark.parametrize('feed', fuzz.RUN_FEEDS)
-def test_every_malformed_feed(feed):
-    """Each malformed feed kind at least once, with the outcome it must have."""
-    o = fuzz.check_params('run', {'feed': feed}, np.random.default_rng(0))
+def test_every_malformed_feed(feed, model):
+    """Each feed kind at least once on a float and a QDQ model, with the outcome it must have."""
+    o = fuzz.check_params('run', {'feed': feed, 'model': model}, np.random.default_rng(0))
     accepted = {'nan', 'strided', 'readonly', 'fortran'}   # any layout; NaN flows through (batch: fixed 1)
+    if model == 'tiny_qdq':
+        accepted.add('quantized')                          # uint8 NHWC: engine.quantized_inputs
     assert o == ('ok' if feed in accepted else 'InputError@run'), (feed, o)
 
 
@@ -76,9 +79,12 @@ def test_preprocessor_values_out_of_range(name, kw):
 
 
 def test_engine_run_messages_say_what_to_do():
-    engine = fuzz._tiny_engine()
+    engine = fuzz.tiny_engine()
     x = np.zeros((1, 3, 16, 16), np.float64)
     with pytest.raises(InputError, match=r'convert with x.astype\(np.float32\)'):
         engine.run({'images': x})
     with pytest.raises(InputError, match=r"missing \['images'\], unknown \['image'\]"):
         engine.run({'image': x.astype(np.float32)})
+    # feeds with keys of several types: was TypeError from sorting the unknown names
+    with pytest.raises(InputError, match=r"missing \[\], unknown \[0, 'other'\]"):
+        engine.run({'images': x.astype(np.float32), 0: x, 'other': x})

@@ -121,7 +121,7 @@ class Engine:
             raise InputError('run() takes a dict {input name: array}, got %s' % type(feeds).__name__)
         names = [name for name, _, _, _ in self._model.inputs]
         missing = [n for n in names if n not in feeds]
-        extra = sorted(set(feeds) - set(names))
+        extra = [k for k in feeds if k not in names]
         if missing or extra:
             raise InputError('the model inputs are %s; missing %s, unknown %s' % (names, missing, extra))
         arrays, key, prequantized = [], [], []
