@@ -595,11 +595,11 @@ def _batchnorm(node, inputs, opset):
 
 # ------------------------------------------------------------------------------ quantisation
 
-def _axis_shape(x, scale, axis):
+def _axis_shape(x, scale, axis, node=None):
     if scale.size == 1:
         return scale.reshape(())
     shape = [1] * x.ndim
-    shape[_norm_axis(axis, x.ndim)] = -1
+    shape[_norm_axis(axis, x.ndim, node)] = -1
     return scale.reshape(shape)
 
 
@@ -610,8 +610,8 @@ def _quantize(node, inputs, opset):
     scale = inputs[1].astype(np.float32)
     zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), np.uint8)
     axis = node.attrs.get('axis', 1)
-    s = _axis_shape(x, scale, axis)
-    z = _axis_shape(x, zp, axis).astype(np.float64)
+    s = _axis_shape(x, scale, axis, node)
+    z = _axis_shape(x, zp, axis, node).astype(np.float64)
     info = np.iinfo(zp.dtype)
     q = np.rint(x / s).astype(np.float64) + z
     return [np.clip(q, info.min, info.max).astype(zp.dtype)]
@@ -624,14 +624,15 @@ def _dequantize(node, inputs, opset):
     scale = inputs[1].astype(np.float32)
     zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), q.dtype)
     axis = node.attrs.get('axis', 1)
-    s = _axis_shape(q, scale, axis)
-    z = _axis_shape(q, zp, axis)
+    s = _axis_shape(q, scale, axis, node)
+    z = _axis_shape(q, zp, axis, node)
     return [((q.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s).astype(np.float32)]
 
 
 @shape_fn('QuantizeLinear', 'DequantizeLinear')
 def _quantize_shape(node, shapes, consts, opset):
-    """The input's shape; scale and zero point must be scalars or 1-D along ``axis`` (the same shape)."""
+    """The input's shape; scale and zero point (an integer type) must be scalars or 1-D along ``axis``,
+    with as many values."""
     x, scale = shapes[0], shapes[1]
     zp = shapes[2] if len(shapes) > 2 else None
     n = int(np.prod(scale, dtype=np.int64))
