@@ -8,13 +8,19 @@ example database written anywhere).  ``QVISION_FUZZ=long`` multiplies the exampl
 ``QVISION_FUZZ=<factor>``) and draws fresh random cases on each run.
 """
 import os
+import tempfile
 from collections import Counter
 
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from qvision_ros import fuzz
+
+# Hypothesis keeps caches (Unicode tables, constants collected from the code) in ./.hypothesis by default;
+# tests write nothing into the working directory, so they go to a folder in the temporary directory.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), 'qvision-hypothesis-%d' % os.getuid()))
 
 
 def _factor():
