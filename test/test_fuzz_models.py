@@ -342,3 +342,19 @@ def test_memory_bound_counts_the_arrays_numpy_only_steps_allocate(monkeypatch):
     monkeypatch.setattr(plan, 'MAX_ARENA_BYTES', need - 1)
     with pytest.raises(ModelError, match='activation memory'):
         Engine(mb)
+
+
+def test_tensors_of_absurd_rank():
+    # an input of rank 65 was a ValueError from NumPy (rank 33 with NumPy 1.x); an Expand to 40
+    # dimensions a RuntimeError from numpy.broadcast_shapes
+    with pytest.raises(ModelError, match="graph input/output 'x' has 65 dimensions, more than the 32 allowed"):
+        Engine(make_model([helper.make_node('Relu', ['x'], ['y'])], [('x', (1,) * 65)], ['y']))
+    nodes = [helper.make_node('Expand', ['x', 's'], ['y'], name='expand')]
+    with pytest.raises(ModelError, match=r"'expand' \(Expand\): has invalid constant shape arguments"):
+        Engine(make_model(nodes, [('x', (1, 3))], ['y'], {'s': np.ones(40, np.int64)}))
+    m = onnx.load_from_string(make_model([helper.make_node('Add', ['x', 'c'], ['y'])], [('x', (1, 3))], ['y'],
+                                         {'c': np.ones(3, np.float32)}))
+    del m.graph.initializer[0].dims[:]
+    m.graph.initializer[0].dims.extend([3] + [1] * 39)
+    with pytest.raises(ModelError, match="tensor 'c' has 40 dimensions"):
+        Engine(m.SerializeToString())

@@ -27,6 +27,8 @@ MIN_OPSET = 11
 MAX_TENSOR_ELEMENTS = 1 << 28
 # Upper bound on the size of a model file we agree to read.
 MAX_MODEL_BYTES = 1 << 31
+# Most dimensions of a tensor (NumPy 1.x's limit; CNN tensors have 4).
+MAX_RANK = 32
 
 # The tensor element types the engine computes with (TensorProto.DataType -> name): no strings, complex,
 # bfloat16, float8 or 4-bit types.
@@ -89,6 +91,8 @@ def tensor_to_array(t, what):
                          'models only (save it with onnx.save(model, path, save_as_external_data=False))'
                          % name)
     dims = [int(d) for d in t.dims]
+    if len(dims) > MAX_RANK:
+        raise ModelError('tensor %r has %d dimensions, more than the %d allowed' % (name, len(dims), MAX_RANK))
     if any(d < 0 for d in dims):
         raise ModelError('tensor %r has a negative dimension %s' % (name, dims))
     n = 1
@@ -206,6 +210,9 @@ def _value_type(vi):
     dtype = _element_type(tt.elem_type, 'graph input/output %r' % vi.name) if tt.elem_type else None
     if not tt.HasField('shape'):
         return None, None, dtype
+    if len(tt.shape.dim) > MAX_RANK:
+        raise ModelError('graph input/output %r has %d dimensions, more than the %d allowed'
+                         % (vi.name, len(tt.shape.dim), MAX_RANK))
     dims, names = [], []
     for d in tt.shape.dim:
         if d.HasField('dim_value') and d.dim_value > 0:
