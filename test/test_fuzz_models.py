@@ -358,3 +358,16 @@ def test_tensors_of_absurd_rank():
     m.graph.initializer[0].dims.extend([3] + [1] * 39)
     with pytest.raises(ModelError, match="tensor 'c' has 40 dimensions"):
         Engine(m.SerializeToString())
+
+
+def test_clip_bounds_and_range_limits_that_are_not_scalars():
+    # a Clip whose min was a 128-value tensor was a ValueError (reshape) in the lowering; a Range with an
+    # empty start an IndexError in the size guard
+    nodes = [helper.make_node('Clip', ['x', 'lo', 'hi'], ['y'], name='clip')]
+    with pytest.raises(ModelError, match=r"'clip' \(Clip\): min must be a scalar, got shape \(128,\)"):
+        Engine(make_model(nodes, [('x', (1, 3))], ['y'], {'lo': np.zeros(128, np.float32), 'hi': np.float32(6)}))
+    nodes = [helper.make_node('Range', ['a', 'b', 'c'], ['r'], name='range'),
+             helper.make_node('Add', ['x', 'r'], ['y'])]
+    inits = {'a': np.zeros(0, np.float32), 'b': np.float32(3), 'c': np.float32(1)}
+    with pytest.raises(ModelError, match=r"'range' \(Range\)"):
+        Engine(make_model(nodes, [('x', (1, 3))], ['y'], inits))

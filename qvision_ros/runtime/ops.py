@@ -191,6 +191,15 @@ def _same_shape(node, shapes, consts, opset):
     return [shapes[0]] + [shapes[0]] * (len(node.outputs) - 1)
 
 
+@shape_fn('Clip')
+def _clip_shape(node, shapes, consts, opset):
+    """The input's shape; the bounds (inputs 1 and 2, opset 11+) must be scalars."""
+    for k, what in ((1, 'min'), (2, 'max')):
+        if k < len(shapes) and shapes[k] is not None and int(np.prod(shapes[k], dtype=np.int64)) != 1:
+            raise node_error(node, '%s must be a scalar, got shape %s' % (what, tuple(shapes[k])))
+    return [shapes[0]]
+
+
 @shape_fn(*(list(BINARY) + ['Max', 'Min', 'Sum', 'Mean', 'Where']))
 def _broadcast_shape(node, shapes, consts, opset):
     try:

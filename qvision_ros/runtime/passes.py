@@ -106,7 +106,7 @@ def _guard_size(node, ins):
             r = len(shape_of(0))
             if len(pads) == 2 * r:
                 n = _prod([max(0, d + pads[i] + pads[i + r]) for i, d in enumerate(shape_of(0))])
-    except (TypeError, ValueError, OverflowError, RuntimeError):     # RuntimeError: more than 32 dims
+    except (TypeError, ValueError, OverflowError, RuntimeError, IndexError):   # Runtime: > 32 dims
         raise node_error(node, 'has invalid constant shape arguments') from None
     if n is not None and n > MAX_TENSOR_ELEMENTS:
         raise node_error(node, 'would produce a tensor of %d elements (more than the %d allowed)'
