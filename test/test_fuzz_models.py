@@ -55,7 +55,7 @@ def test_fuzz_mutated_small_models():
     before = _peak_rss_mb()
     seen = run_cases(model_mutations(SMALL), _check_mutation(SMALL), 350)
     assert set(seen) <= ALLOWED | {'ModelError@run', 'InputError@run', 'KernelError@run'}, seen
-    assert seen['ok'] >= 20 and seen['ModelError@load'] >= 150, seen
+    assert seen['ok'] >= 10 and seen['ModelError@load'] >= 150, seen
     # nothing allocated gigabytes on the way (peak resident memory of this process)
     assert _peak_rss_mb() < max(before, 300) + 700, (before, _peak_rss_mb())
 
@@ -157,10 +157,19 @@ def test_quantization_scale_of_the_wrong_length(op):
     with pytest.raises(ModelError, match='zero point of shape'):
         Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(2, np.uint8)))
     Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, np.uint8)))      # per channel: fine
-    if op == 'QuantizeLinear':
-        # a float zero point was ValueError ('Invalid integer data type') from numpy.iinfo in the lowering
-        with pytest.raises(ModelError, match='zero point is float32; it must be an integer type'):
-            Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, np.float32)))
+    if op == 'DequantizeLinear':
+        # a zero point of another type than the data reached the int8 kernels: a KernelError at the first
+        # run when the DequantizeLinear of a constant fed an int8 Mul (int64 zero point 2**63 - 1)
+        with pytest.raises(ModelError, match='zero point is int8 but the data is uint8'):
+            Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, np.int8)))
+        with pytest.raises(ModelError, match='dequantizes float32 data'):
+            Engine(_qmodel(op, TensorProto.FLOAT, np.ones(3, np.float32), np.zeros(3, np.uint8)))
+        return
+    # a float zero point was a ValueError ('Invalid integer data type') from numpy.iinfo in the lowering,
+    # an int64 one (a shape constant) a KernelError at the first run of an int8 Add
+    for dtype in (np.float32, np.int64):
+        with pytest.raises(ModelError, match='zero point is %s; it must be uint8 or int8' % np.dtype(dtype)):
+            Engine(_qmodel(op, x_type, np.ones(3, np.float32), np.zeros(3, dtype)))
 
 
 def _qmodel(op, x_type, scale, zp):
@@ -370,4 +379,35 @@ def test_clip_bounds_and_range_limits_that_are_not_scalars():
              helper.make_node('Add', ['x', 'r'], ['y'])]
     inits = {'a': np.zeros(0, np.float32), 'b': np.float32(3), 'c': np.float32(1)}
     with pytest.raises(ModelError, match=r"'range' \(Range\)"):
+        Engine(make_model(nodes, [('x', (1, 3))], ['y'], inits))
+
+
+def test_kernel_refusing_a_node_names_it(monkeypatch):
+    """A kernel that refuses a node's constants: a ModelError naming the node (was a KernelError naming
+    none; a file with NaN weight scales did that until the scales were checked, see below)."""
+    from qvision_kernels import KernelError
+    from qvision_ros.runtime import lowering
+
+    def refuse(node, ctx):
+        raise KernelError('multiplier must be finite and >= 0')
+    monkeypatch.setitem(lowering.LOWERINGS, 'QConv', refuse)
+    with pytest.raises(ModelError, match=r"'conv0' \(QConv\): multiplier must be finite .* quantisation parameters"):
+        Engine(fuzz.tiny_qdq())
+
+
+@pytest.mark.parametrize('name,value', [('conv1_ws', np.nan), ('conv1_ws', -1.0), ('xq_s', 0.0), ('xq_s', np.inf)])
+def test_scales_that_are_not_finite_and_positive(name, value):
+    m = onnx.load_from_string(fuzz.tiny_qdq())
+    t = next(t for t in m.graph.initializer if t.name == name)
+    t.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(t).shape, value, np.float32), name))
+    with pytest.raises(ModelError, match=r'\(%s\): scale .* must be finite and' % (
+            'DequantizeLinear' if name == 'conv1_ws' else 'QuantizeLinear')):
+        Engine(m.SerializeToString())
+
+
+def test_dequantize_of_a_constant_with_a_zero_point_of_another_type():
+    nodes = [helper.make_node('DequantizeLinear', ['c', 's', 'z'], ['d'], name='dq'),
+             helper.make_node('Add', ['x', 'd'], ['y'])]
+    inits = {'c': np.arange(3, dtype=np.uint8), 's': np.float32(0.1), 'z': np.int64(2 ** 63 - 1)}
+    with pytest.raises(ModelError, match=r"'dq' \(DequantizeLinear\): zero point is int64 but the data is uint8"):
         Engine(make_model(nodes, [('x', (1, 3))], ['y'], inits))

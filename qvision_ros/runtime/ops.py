@@ -640,8 +640,8 @@ def _dequantize(node, inputs, opset):
 
 @shape_fn('QuantizeLinear', 'DequantizeLinear')
 def _quantize_shape(node, shapes, consts, opset):
-    """The input's shape; scale and zero point (an integer type) must be scalars or 1-D along ``axis``,
-    with as many values."""
+    """The input's shape; scale and zero point (uint8 or int8; int32 also for DequantizeLinear) must be
+    scalars or 1-D along ``axis``, with as many values."""
     x, scale = shapes[0], shapes[1]
     zp = shapes[2] if len(shapes) > 2 else None
     n = int(np.prod(scale, dtype=np.int64))
@@ -652,8 +652,9 @@ def _quantize_shape(node, shapes, consts, opset):
     if zp is not None and (len(zp) > 1 or int(np.prod(zp, dtype=np.int64)) != n):
         raise node_error(node, 'zero point of shape %s differs from the scale %s' % (zp, scale))
     zc = consts[2] if len(consts) > 2 else None
-    if zc is not None and zc.dtype.kind not in 'iu':
-        raise node_error(node, 'zero point is %s; it must be an integer type (uint8 or int8)' % zc.dtype)
+    allowed = ('uint8', 'int8') if node.op == 'QuantizeLinear' else ('uint8', 'int8', 'int32')
+    if zc is not None and zc.dtype.name not in allowed:
+        raise node_error(node, 'zero point is %s; it must be %s' % (zc.dtype, ' or '.join(allowed)))
     return [x]
 
 

@@ -113,6 +113,26 @@ def _guard_size(node, ins):
                          % (n, MAX_TENSOR_ELEMENTS))
 
 
+def _check_qdq(node, ins):
+    """Quantisation parameters the int8 kernels can take: finite scales >= 0 (> 0 to quantise); and
+    DequantizeLinear reads uint8, int8 or int32 with a zero point of the same type (ONNX).  A crafted file
+    could otherwise hand the kernels values they refuse at the first run, or NaN multipliers."""
+    scale = ins[1].const if len(ins) > 1 and ins[1] is not None else None
+    if scale is not None and not (np.isfinite(scale).all() and (scale >= 0).all() and
+                                  (node.op == 'DequantizeLinear' or (scale > 0).all())):
+        raise node_error(node, 'scale %s must be finite and %s' % (
+            np.array2string(scale.reshape(-1)[:8], precision=3), '>= 0' if node.op == 'DequantizeLinear' else '> 0'))
+    if node.op == 'QuantizeLinear':
+        return
+    x = ins[0]
+    zp = ins[2] if len(ins) > 2 else None
+    if x is not None and x.dtype.name not in ('uint8', 'int8', 'int32'):
+        raise node_error(node, 'dequantizes %s data; it must be uint8, int8 or int32' % x.dtype)
+    if x is not None and zp is not None and zp.dtype != x.dtype:
+        raise node_error(node, 'zero point is %s but the data is %s; they must be of the same type'
+                         % (zp.dtype, x.dtype))
+
+
 def _prod(values):
     """Product of ``values`` as a Python int (no overflow), negatives counted as their magnitude."""
     p = 1
@@ -147,6 +167,8 @@ def propagate(graph):
             if v is not None and v.shape is None:
                 raise node_error(node, 'input %r has an unknown shape' % v.name)
         _guard_size(node, ins)
+        if node.op in ('QuantizeLinear', 'DequantizeLinear'):
+            _check_qdq(node, ins)
         present = [v for v in ins if v is not None]
         if node.op in REFERENCE and (all(v.is_const for v in present) or node.op in ('Shape', 'Size')):
             if node.op in ('Shape', 'Size'):

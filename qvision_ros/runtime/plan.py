@@ -18,8 +18,11 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from qvision_kernels import KernelError
+
 from ..errors import ModelError
 from .lowering import LowerContext, lower
+from .ops import node_error
 
 ALIGN = 64
 # Upper bound on the activation memory of one plan - planned buffers plus the arrays NumPy-only steps
@@ -83,7 +86,11 @@ class Plan:
             if not runtime:
                 raise ModelError('node %r (%s) has only constant inputs and cannot be folded'
                                  % (node.name, node.op))
-            lowered = lower(node, ctx)
+            try:
+                lowered = lower(node, ctx)
+            except KernelError as e:        # the kernel refused the node's constants (weights, scales...)
+                raise node_error(node, '%s: the model is corrupt or its quantisation parameters are invalid'
+                                 % e) from None
             steps.append((node, lowered, [slot[i] for i in runtime], [slot[o] if o else None
                                                                        for o in node.outputs]))
         self._slot = slot
