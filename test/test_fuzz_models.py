@@ -203,9 +203,13 @@ def test_kernel_ops_on_data_of_an_unsupported_type_fail_at_load(op, dtype):
     # was a KernelError ('input must be a float32 NHWC array') at the first run, naming no node
     attrs = {'kernel_shape': [2, 2]} if op in ('MaxPool', 'AveragePool') else {}
     nodes = [helper.make_node(op, ['x', 'w'] if op == 'Conv' else ['x'], ['y'], name='layer', **attrs)]
+    w = {'w': W['w'].astype(helper.tensor_dtype_to_np_dtype(dtype))} if op == 'Conv' else {}
     with pytest.raises(ModelError, match=r"'layer' \(%s\): its data input is \w+; this engine runs %s on float32"
                        % (op, op)):
-        Engine(_model(nodes, {'w': W['w']} if op == 'Conv' else {}, in_type=dtype))
+        Engine(_model(nodes, w, in_type=dtype))
+    if op == 'Conv':        # float32 weights on other data: the schema's type parameter T disagrees
+        with pytest.raises(ModelError, match=r"'layer' \(Conv\): inputs of one type T are \w+ and float32"):
+            Engine(_model(nodes, {'w': W['w']}, in_type=dtype))
 
 
 def test_quantize_of_an_integer_model_input_keeps_the_layout():
@@ -411,3 +415,24 @@ def test_dequantize_of_a_constant_with_a_zero_point_of_another_type():
     inits = {'c': np.arange(3, dtype=np.uint8), 's': np.float32(0.1), 'z': np.int64(2 ** 63 - 1)}
     with pytest.raises(ModelError, match=r"'dq' \(DequantizeLinear\): zero point is int64 but the data is uint8"):
         Engine(make_model(nodes, [('x', (1, 3))], ['y'], inits))
+
+
+def test_where_declares_the_type_of_its_values():
+    """Where's output was declared with the condition's type (bool) while the run gave float32; found by
+    the check that inputs bound to one type parameter agree (Add of Where's output and a float)."""
+    nodes = [helper.make_node('Greater', ['x', 'zero'], ['m']), helper.make_node('Where', ['m', 'x', 'half'], ['w']),
+             helper.make_node('Add', ['w', 'x'], ['y'])]
+    mb = make_model(nodes, [('x', (1, 3))], ['y', 'w'], dict(zero=np.float32(0), half=np.float32(0.5)))
+    engine = Engine(mb)
+    x = np.array([[-1, 0.5, 2]], np.float32)
+    outs = engine.run({'x': x})
+    assert [o.dtype for o in engine.outputs] == [o.dtype for o in outs] == [np.float32] * 2
+    for a, b in zip(outs, ort_run(mb, {'x': x})):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inputs_bound_to_one_type_must_agree():
+    # a Concat of float32 and int64 (a rewired model) was a KernelError at the first run
+    nodes = [helper.make_node('Concat', ['x', 'i'], ['y'], axis=1, name='cat')]
+    with pytest.raises(ModelError, match=r"'cat' \(Concat\): inputs of one type T are float32 and int64"):
+        Engine(make_model(nodes, [('x', (1, 3))], ['y'], {'i': np.ones((1, 2), np.int64)}))

@@ -60,6 +60,8 @@ def _output_dtype(node, ins, opset):
         return ins[1].dtype
     if op in _COMPARISONS:
         return np.dtype(bool)
+    if op == 'Where':
+        return ins[1].dtype             # input 0 is the condition
     return ins[0].dtype
 
 
@@ -111,6 +113,27 @@ def _guard_size(node, ins):
     if n is not None and n > MAX_TENSOR_ELEMENTS:
         raise node_error(node, 'would produce a tensor of %d elements (more than the %d allowed)'
                          % (n, MAX_TENSOR_ELEMENTS))
+
+
+def _check_input_types(node, ins, opset):
+    """Inputs that the op's ONNX schema binds to one type parameter (``T`` of Add, Concat...) have one
+    dtype: ONNX Runtime refuses such a model too, and the kernels would refuse it at the first run."""
+    from onnx import defs
+
+    if node.op in INTERNAL_OPS or node.op == 'Silu':
+        return
+    try:
+        formals = defs.get_schema(node.op, opset, '').inputs
+    except Exception:
+        return                      # not an ONNX operator: refused elsewhere
+    seen = {}
+    for k, v in enumerate(ins):
+        if v is None or v.dtype is None or not formals:
+            continue
+        t = formals[min(k, len(formals) - 1)].type_str      # the last formal input may be variadic
+        if seen.setdefault(t, v.dtype) != v.dtype:
+            raise node_error(node, 'inputs of one type %s are %s and %s (input %r): the model is corrupt'
+                             % (t, seen[t], v.dtype, v.name))
 
 
 def _check_qdq(node, ins):
@@ -169,6 +192,7 @@ def propagate(graph):
         _guard_size(node, ins)
         if node.op in ('QuantizeLinear', 'DequantizeLinear'):
             _check_qdq(node, ins)
+        _check_input_types(node, ins, graph.opset)
         present = [v for v in ins if v is not None]
         if node.op in REFERENCE and (all(v.is_const for v in present) or node.op in ('Shape', 'Size')):
             if node.op in ('Shape', 'Size'):
