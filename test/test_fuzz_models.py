@@ -436,3 +436,13 @@ def test_inputs_bound_to_one_type_must_agree():
     nodes = [helper.make_node('Concat', ['x', 'i'], ['y'], axis=1, name='cat')]
     with pytest.raises(ModelError, match=r"'cat' \(Concat\): inputs of one type T are float32 and int64"):
         Engine(make_model(nodes, [('x', (1, 3))], ['y'], {'i': np.ones((1, 2), np.int64)}))
+
+
+@pytest.mark.parametrize('attrs', [dict(dilations=[1, 2 ** 62]), dict(strides=[2 ** 40, 1]),
+                                   dict(pads=[0, 0, 2 ** 31, 0])])
+def test_conv_geometry_beyond_what_the_kernels_take(attrs):
+    # a 1 x 1 convolution with a dilation of 2**62 has a valid output shape but was an OverflowError
+    # (C int) in the kernel at the first run
+    nodes = [helper.make_node('Conv', ['x', 'w', 'b'], ['y'], name='c', **attrs)]
+    with pytest.raises(ModelError, match=r"'c' \(Conv\): .* in \[\d, 65536\]"):
+        Engine(_model(nodes, W))

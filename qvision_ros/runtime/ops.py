@@ -660,14 +660,21 @@ def _quantize_shape(node, shapes, consts, opset):
 
 # ------------------------------------------------------------------------------ convolution geometry
 
+# Largest stride, dilation or pad of a convolution or pooling (the kernels take C ints; images are at most
+# 16384 pixels wide).
+MAX_SPATIAL = 1 << 16
+
+
 def spatial_attrs(node, in_hw, kernel_hw, pool=False):
     """(strides, dilations, pads (top, left, bottom, right), out_hw) of a 2-D Conv / pool node,
     auto_pad resolved.  ``in_hw`` and ``kernel_hw`` are (h, w)."""
     a = node.attrs
     strides = tuple(int(v) for v in a.get('strides', (1, 1)))
     dilations = tuple(int(v) for v in a.get('dilations', (1, 1)))
-    if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1:
-        raise node_error(node, 'strides %s / dilations %s must be two positive ints' % (strides, dilations))
+    if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1 \
+            or max(strides + dilations) > MAX_SPATIAL:
+        raise node_error(node, 'strides %s / dilations %s must be two ints in [1, %d]'
+                         % (strides, dilations, MAX_SPATIAL))
     auto_pad = a.get('auto_pad', b'NOTSET')
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     ceil_mode = bool(a.get('ceil_mode', 0)) if pool else False
@@ -685,8 +692,8 @@ def spatial_attrs(node, in_hw, kernel_hw, pool=False):
         pads = (0, 0, 0, 0)
     elif auto_pad in ('NOTSET', ''):
         p = [int(v) for v in a.get('pads', (0, 0, 0, 0))]
-        if len(p) != 4 or min(p) < 0:
-            raise node_error(node, 'pads %s must be four ints >= 0 (2-D)' % (p,))
+        if len(p) != 4 or min(p) < 0 or max(p) > MAX_SPATIAL:
+            raise node_error(node, 'pads %s must be four ints in [0, %d] (2-D)' % (p, MAX_SPATIAL))
         pads = (p[0], p[1], p[2], p[3])
     else:
         raise node_error(node, 'unknown auto_pad %r' % auto_pad)
