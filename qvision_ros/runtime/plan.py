@@ -25,9 +25,10 @@ from .lowering import LowerContext, lower
 from .ops import node_error
 
 ALIGN = 64
-# Upper bound on the activation memory of one plan - planned buffers plus the arrays NumPy-only steps
-# allocate at each run (the largest detectors at 1280 x 1280 need a few hundred MiB): a model whose shapes
-# would need more is refused before anything is allocated.  Raise it here for larger inputs.
+# Upper bound on the activation memory of one plan - planned buffers, the arrays NumPy-only steps allocate
+# at each run and the copies of the outputs a run returns (the largest detectors at 1280 x 1280 need a few
+# hundred MiB): a model whose shapes would need more is refused before anything is allocated.  Raise it
+# here for larger inputs.
 MAX_ARENA_BYTES = 1 << 30
 
 
@@ -219,9 +220,11 @@ class Plan:
                 block_of[s] = b
             for s in ends.get(k, []):
                 free.append(block_of[s])
-        total = int(sum(block_size)) + fresh
+        g = self.graph
+        copies = sum(int(np.prod(g.values[o].shape, dtype=np.int64)) * np.dtype(g.values[o].dtype).itemsize
+                     for o in g.outputs)        # run() returns copies of the outputs
+        total = int(sum(block_size)) + fresh + copies
         if total > MAX_ARENA_BYTES:
-            g = self.graph
             raise ModelError('the model needs %d MiB of activation memory for inputs %s, more than the %d MiB '
                              'allowed (qvision_ros.runtime.plan.MAX_ARENA_BYTES); use smaller input sizes'
                              % (total >> 20, {i: g.values[i].shape for i in g.inputs}, MAX_ARENA_BYTES >> 20))
