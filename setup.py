@@ -195,6 +195,7 @@ setup(
             'qvision-bitwidth = qvision_ros.quantization.bitwidth:main',
             'qvision-train-digits = qvision_ros.training.digits:main',
             'qvision-qat-detector = qvision_ros.training.qat_detector:main',
+            'qvision-fuzz = qvision_ros.fuzz:main',
             # ROS 2 node executables (`ros2 run qvision_ros <name>`, launch/pipeline.launch.py)
             'preprocess_node = qvision_ros.nodes.preprocess:main',
             'inference_node = qvision_ros.nodes.inference:main',
