@@ -28,6 +28,8 @@ COMMANDS = {
                                      'VOC-format data set'),
     'bench': ('qvision_ros.bench', 'latency, FPS, memory and model size: NumPy reference, our fp32 and int8, '
                                    'ONNX Runtime'),
+    'quantize': ('qvision_ros.quantization.cli', 'post-training quantisation of a float ONNX model into a QDQ '
+                                                 'int8 model (calibration, partial quantisation, report)'),
 }
 
 EXIT_ERROR = 2        # a classified error (bad input, missing file, ...)
