@@ -2,7 +2,8 @@
 
 ``SingleThreadedExecutor``: ``add_node`` / ``remove_node`` / ``get_nodes``, ``spin_once(timeout_sec)``
 runs at most one ready callback (None or negative: wait until one is ready; 0: do not wait), ``spin()``
-until the context shuts down, ``shutdown()``.  Per node, ready timers come before subscriptions, as in
+until the context shuts down (raising ExternalShutdownException when that happens while it waits, as
+rclpy's does), ``shutdown()``.  Per node, ready timers come before subscriptions, as in
 the original's wait-set order.  ``spin_once`` raises ``ExternalShutdownException`` when the context was
 shut down while waiting.  Callbacks run in the thread that spins; other threads may publish (the graph
 is locked) - that is how a worker thread hands results back in the real thing too.
@@ -102,13 +103,10 @@ class Executor:
             any(t.is_ready() for n in self._nodes for t in n.timers)
 
     def spin(self):
+        # As rclpy's: ExternalShutdownException from spin_once (the context was shut down - Ctrl-C - while
+        # waiting) goes to the caller; spin() returns by itself only when the context was already down.
         while self._context.ok() and not self._is_shutdown:
-            try:
-                self.spin_once()
-            except ExternalShutdownException:
-                if self._context.ok():
-                    raise
-                return
+            self.spin_once()
 
 
 class SingleThreadedExecutor(Executor):
