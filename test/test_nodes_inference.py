@@ -196,7 +196,7 @@ def test_class_filter_and_thresholds_at_run_time():
         for name, text, reason in (('classes', '[-2]', 'entries must be >= -1'), ('score_threshold', '1',
                                                                                    'Wrong parameter type'),
                                    ('score_threshold', '1.5', 'out of range'), ('num_threads', '1', 'read-only'),
-                                   ('no_such_parameter', '1', 'no_such_parameter')):
+                                   ('no_such_parameter', '1', 'undeclared parameter(s): []')):
             res = ros2_param_set(node, name, text)
             assert not res.successful and reason in res.reason, (name, text, res.reason)
         assert node.get_parameter('score_threshold').value == thr

@@ -312,3 +312,39 @@ def test_ctrl_c_under_launch_ends_the_node_cleanly(tmp_path):
     assert proc.returncode == 0, (proc.returncode, err)
     assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
     assert "status 0 errors []" in out, out
+
+
+def test_run_node_ends_cleanly_when_the_context_goes_down_before_a_wait(monkeypatch):
+    # rclpy's signal handler shuts the context down from another thread; landing between spin()'s ok()
+    # check and the next wait set, it makes spin() raise RCLError instead (seen on Jazzy, ros2/rclpy#398)
+    import signal
+    previous = signal.getsignal(signal.SIGINT)
+    rclpy = rclpy_double.install()
+    try:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        from qvision_ros.nodes.common import run_node
+        calls, destroyed = [], []
+        original = SingleThreadedExecutor.spin_once
+
+        def racing(self, timeout_sec=None):
+            calls.append(1)
+            if len(calls) == 3:
+                rclpy.try_shutdown()
+            return original(self, timeout_sec)
+        monkeypatch.setattr(SingleThreadedExecutor, 'spin_once', racing)
+
+        class Ticking(Node):
+            def __init__(self):
+                super().__init__('ticking')
+                self.create_timer(0.01, lambda: None)
+
+            def destroy_node(self):
+                destroyed.append(self.get_name())
+                return super().destroy_node()
+        assert run_node(Ticking, []) == 0
+        assert destroyed == ['ticking'] and len(calls) == 3
+    finally:
+        rclpy_double.uninstall()
+        signal.signal(signal.SIGINT, previous)

@@ -212,6 +212,11 @@ def run_node(factory, args=None):
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except RuntimeError:
+            # rclpy's signal handler shuts the context down from its own thread: when that lands between
+            # spin()'s ok() check and the next wait set, the wait set fails (RCLError; ros2/rclpy#398)
+            if rclpy.ok():
+                raise
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, signal.SIG_IGN)

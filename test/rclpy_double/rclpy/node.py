@@ -390,9 +390,11 @@ class Node:
     def _set_parameters_atomically(self, parameter_list):
         if not all(isinstance(p, Parameter) for p in parameter_list):
             raise TypeError("parameter must be instance of type '{}'".format(repr(Parameter)))
-        undeclared = [p.name for p in parameter_list if p.name not in self._parameters]
-        if not self._allow_undeclared_parameters and undeclared:
-            raise ParameterNotDeclaredException(undeclared)
+        # rclpy's own quirk kept: any() consumes the generator up to the first undeclared name, so the
+        # message lists only those after it ('...undeclared parameter(s): []' for a single one)
+        undeclared = (p.name for p in parameter_list if p.name not in self._parameters)
+        if not self._allow_undeclared_parameters and any(undeclared):
+            raise ParameterNotDeclaredException(list(undeclared))
         return self._set_parameters_atomically_common(parameter_list)
 
     def _set_parameters_atomically_common(self, parameter_list, descriptors=None, allow_not_set_type=False):
