@@ -4,7 +4,7 @@ One camera (namespace ``camera``, frames on ``/camera/image_raw``)::
 
     ros2 launch qvision_ros pipeline.launch.py
     ros2 launch qvision_ros pipeline.launch.py namespace:=front input_topic:=/front/color/image_raw
-    ros2 launch qvision_ros pipeline.launch.py source:=/path/to/video.mp4 rviz:=true
+    ros2 launch qvision_ros pipeline.launch.py source:=/path/to/video.mp4 source_loop:=true rviz:=true
     ros2 launch qvision_ros pipeline.launch.py composed:=true          # one process, image handed over in memory
 
 Two cameras in two namespaces sharing one inference node (their frames run as one batch)::
@@ -12,7 +12,8 @@ Two cameras in two namespaces sharing one inference node (their frames run as on
     ros2 launch qvision_ros pipeline.launch.py cameras:=cam1,cam2
 
 Arguments: ``namespace``, ``input_topic`` (the camera topic, remapped onto ``image_raw``), ``source``
-(capture a camera index, video file or image folder instead of subscribing), ``model`` (ONNX file; empty:
+(capture a camera index, video file or image folder instead of subscribing), ``source_loop`` (true|false:
+play it again at its end), ``model`` (ONNX file; empty:
 the shipped detector), ``params_file`` (default: the installed ``config/pipeline.yaml``), ``composed``
 (true|false), ``cameras`` (comma-separated namespaces; overrides ``namespace``; separate processes
 only), ``rviz`` (true|false: start rviz2 on ``config/qvision.rviz``) and ``log_level``.
@@ -37,6 +38,7 @@ ARGUMENTS = (
     ('namespace', 'camera', 'namespace of the camera and of the three nodes'),
     ('input_topic', 'image_raw', 'camera image topic (sensor_msgs/Image), remapped onto image_raw'),
     ('source', '', 'capture this camera index, video file or image folder instead of subscribing'),
+    ('source_loop', '', 'true: start the video or folder of source again at its end; empty: as the params file says'),
     ('model', '', 'ONNX model (float or QDQ int8); empty: the shipped detector'),
     ('params_file', None, 'parameters file; default: config/pipeline.yaml of this package'),
     ('composed', 'false', 'true: the three nodes in one process, the image handed over in memory'),
@@ -45,7 +47,7 @@ ARGUMENTS = (
     ('rviz', 'false', 'true: start rviz2 showing image_annotated'),
     ('log_level', 'info', 'log level of the nodes (debug, info, warn, error, fatal)'),
 )
-CHOICES = {'composed': ('true', 'false'), 'rviz': ('true', 'false'),
+CHOICES = {'composed': ('true', 'false'), 'rviz': ('true', 'false'), 'source_loop': ('', 'true', 'false'),
            'log_level': ('debug', 'info', 'warn', 'error', 'fatal')}
 
 
@@ -54,7 +56,8 @@ def _arg(context, name):
 
 
 #: launch argument -> (node, parameter) it sets
-OVERRIDES = (('model', 'qvision_inference', 'model_path'), ('source', 'qvision_preprocess', 'source'))
+OVERRIDES = (('model', 'qvision_inference', 'model_path'), ('source', 'qvision_preprocess', 'source'),
+             ('source_loop', 'qvision_preprocess', 'source_loop'))
 
 
 def _overrides(context):
@@ -64,7 +67,7 @@ def _overrides(context):
     for arg, node, name in OVERRIDES:
         value = _arg(context, arg)
         if value:
-            out.setdefault(node, {})[name] = value
+            out.setdefault(node, {})[name] = (value == 'true') if arg in CHOICES else value   # true|false: bool
     return out
 
 
@@ -74,7 +77,7 @@ def _node_parameters(parameters, overrides, node):
     values = overrides.get(node)
     if not values:
         return parameters
-    return parameters + [{k: ParameterValue(v, value_type=str) for k, v in values.items()}]
+    return parameters + [{k: ParameterValue(v, value_type=type(v)) for k, v in values.items()}]
 
 
 def _composed_params_file(namespace, overrides):
@@ -86,7 +89,7 @@ def _composed_params_file(namespace, overrides):
     lines = []
     for node, values in overrides.items():
         lines += ['%s/%s:' % (prefix, node), '  ros__parameters:']
-        lines += ['    %s: %s' % (k, json.dumps(v)) for k, v in values.items()]   # JSON strings are YAML
+        lines += ['    %s: %s' % (k, json.dumps(v)) for k, v in values.items()]   # JSON scalars are YAML
     fd, path = tempfile.mkstemp(prefix='qvision_launch_params_', suffix='.yaml')
     with os.fdopen(fd, 'w') as f:
         f.write('\n'.join(lines) + '\n')

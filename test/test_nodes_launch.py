@@ -68,8 +68,8 @@ def _start(process):
 def test_launch_arguments():
     module = load_launch_file(LAUNCH)
     declared = {a.name: a for a in module.generate_launch_description().entities if hasattr(a, 'choices')}
-    assert set(declared) == {'namespace', 'input_topic', 'source', 'model', 'params_file', 'composed', 'cameras',
-                             'rviz', 'log_level'}
+    assert set(declared) == {'namespace', 'input_topic', 'source', 'source_loop', 'model', 'params_file',
+                             'composed', 'cameras', 'rviz', 'log_level'}
     assert declared['composed'].choices == ['true', 'false'] and declared['composed'].default_value == 'false'
     assert all(a.description for a in declared.values())
 
@@ -148,13 +148,15 @@ def test_launch_arguments_win_over_the_params_file(tmp_path, composed):
     # launch arguments must reach the nodes under their full names
     video = str(ROOT / 'qvision_ros' / 'data' / 'sample_road.mp4')
     model = str(ROOT / 'qvision_ros' / 'data' / 'detector_320.onnx')
-    procs = _processes(tmp_path, namespace='front', composed=composed, source=video, model=model)
+    procs = _processes(tmp_path, namespace='front', composed=composed, source=video, model=model,
+                       source_loop='true')
     with ros_session():
         nodes = [n for p in procs for n in _start(p)]
         try:
             by_name = {n.get_name(): n for n in nodes}
             assert by_name['qvision_preprocess'].get_parameter('source').value == video
             assert by_name['qvision_preprocess'].source is not None          # capturing, not subscribing
+            assert by_name['qvision_preprocess'].get_parameter('source_loop').value is True
             assert by_name['qvision_inference'].get_parameter('model_path').value == model
             assert by_name['qvision_visualization'].get_parameter('score_threshold').value == 0.25
         finally:

@@ -86,6 +86,12 @@ class DeclareLaunchArgument:
         self.default_value = default_value
         self.description = description
         self.choices = None if choices is None else list(choices)
+        if self.choices is not None:       # checked at construction too, for a plain-text default
+            if not self.choices:
+                raise RuntimeError('Provided choices arg is empty. Use None to ignore the choice list.')
+            if isinstance(default_value, str) and default_value not in self.choices:
+                raise RuntimeError('Provided default_value "%s" is not in provided choices "%s".'
+                                   % (default_value, self.choices))
 
     def execute(self, context):
         if self.name not in context.launch_configurations:
