@@ -41,10 +41,18 @@ def node_error(node, message):
     return ModelError('node %r (%s): %s' % (node.name, node.op, message))
 
 
+def _tensor_dtype_to_np_dtype(onnx_type):
+    try:
+        return helper.tensor_dtype_to_np_dtype(onnx_type)
+    except AttributeError:      # onnx < 1.13 (python3-onnx 1.12 of Debian 12): the older mapping table
+        from onnx.mapping import TENSOR_TYPE_TO_NP_TYPE
+        return TENSOR_TYPE_TO_NP_TYPE[onnx_type]
+
+
 def np_dtype(onnx_type):
     """NumPy dtype of an ONNX TensorProto element type."""
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(int(onnx_type)))
+        return np.dtype(_tensor_dtype_to_np_dtype(int(onnx_type)))
     except Exception:
         raise ModelError('unsupported tensor element type %r' % (onnx_type,)) from None
 
