@@ -18,19 +18,22 @@ threads are sampled.  Reported: RSS growth from the end of the warm-up to the en
 slope of a straight-line fit, per 100,000 frames), and the latency drift (median p50 and p99 of the last
 tenth of the blocks against the first tenth after the warm-up).
 
-**Overload** (:func:`run_overload`): first the rate the pipeline sustains on this machine
-(:func:`measure_sustainable_rate`: frames back to back for ``--calibrate`` seconds), then a live source
-(:class:`PacedSource`: a camera-like source that hands over a fresh frame every ``1 / rate`` seconds
-whether or not anybody keeps up) at ``--unloaded-factor`` (0.5) and ``--factor`` (3) times that rate, each
-for ``--duration`` seconds, through the latest-frame policy of DESIGN.md section 2: ``stream`` is
-:func:`qvision_ros.pipeline.stream` (what ``qvision run`` does with a camera), ``node`` is
-:class:`qvision_ros.nodes.policy.LatestSlot` with a producer thread standing in for the subscription
-callback (what the inference node does), and ``fifo`` - a reference, not run by default - an unbounded
-queue, the behaviour the policy exists to prevent.  Reported for each: frames produced, processed and
-dropped (every produced frame is one or the other), the queue length (frames the source had already
-produced after the one being processed when its processing began: a queue lets this grow, the policy keeps
-it at 0), and the end-to-end latency from the frame's hand-over to its result, p50 and p99, loaded against
-unloaded (target: p99 under 3x overload within 2x of the unloaded p99).
+**Overload** (:func:`run_overload`): a live source (:class:`PacedSource`: camera-like, it hands over a
+fresh frame every ``1 / rate`` seconds whether or not anybody keeps up) at ``--unloaded-factor`` (0.5) and
+``--factor`` (3) times the rate the pipeline sustains, through the latest-frame policy of DESIGN.md
+section 2: ``stream`` is :func:`qvision_ros.pipeline.stream` (what ``qvision run`` does with a camera),
+``node`` is :class:`qvision_ros.nodes.policy.LatestSlot` with a producer thread standing in for the
+subscription callback (what the inference node does), and ``fifo`` - a reference, not run by default - an
+unbounded queue, the behaviour the policy exists to prevent.  On a shared machine the sustainable rate
+changes by the minute, so the run alternates: ``--rounds`` times, measure the sustainable rate now
+(:func:`measure_sustainable_rate`, frames back to back for ``--calibrate / rounds`` seconds), then an
+unloaded and an overloaded slice of ``--duration / rounds`` seconds each at multiples of it.  Reported per
+policy and load: frames produced, processed and dropped (every produced frame is one or the other), the
+queue length (frames handed over after the one being processed and before its processing began: a queue
+lets this grow without bound; with the policy it is 0, or 1-2 when a fast source hands one over in the
+instant between the slot and the start of processing), and the end-to-end latency from the frame's
+hand-over to its result, p50 and p99 (and its two parts: processing, and waiting before it), overloaded
+against unloaded (target: p99 under 3x overload within 2x of the unloaded p99).
 
 Everything goes into ``--out`` (default a new ``qvision_soak_<date>_<time>`` folder): ``soak.json``,
 ``soak.png`` (RSS and p50/p99 latency against frames), ``overload.json`` and ``overload.png`` (latency of
@@ -464,11 +467,8 @@ class PacedSource(FrameSource):
 
 
 def measure_sustainable_rate(pipe, images, seconds=5.0, annotate=True):
-    """Frames per second ``pipe`` sustains back to back on ``images`` (after its warm-up), and the
-    per-frame processing times (s)."""
-    pipe.warmup()
-    for image in images[:3]:
-        pipe.process(image, annotate=annotate)
+    """Frames per second ``pipe`` sustains back to back on ``images`` for ``seconds`` (at least 5
+    frames), and the per-frame processing times (s)."""
     times = []
     t0 = time.perf_counter()
     k = 0
@@ -550,13 +550,19 @@ def _threaded(pipe, src, policy, annotate):
 
 
 def run_live(pipe, images, rate, duration_s, policy='stream', annotate=True):
-    """One live phase: a :class:`PacedSource` at ``rate`` for ``duration_s`` seconds through ``policy``;
-    returns its figures (and the per-frame series for the plot under ``'series'``)."""
+    """One live phase: a :class:`PacedSource` at ``rate`` for ``duration_s`` seconds through ``policy``.
+
+    Returns the raw figures: counts (``produced``, ``processed``, ``dropped``), the source's achieved rate
+    and lateness, and per processed frame (lists in processing order) ``t_s`` (end of processing, from the
+    source's start), ``latency`` (hand-over to result, s), ``processing`` (s), ``queue`` (frames handed
+    over after it and before its processing began) and ``index``.  :func:`summarize_phase` turns one or
+    more of these into the reported figures.
+    """
     from .pipeline import PipelineStats, stream
     if policy not in POLICIES:
         raise ConfigError('policy must be one of %s, got %r' % (', '.join(POLICIES), policy))
     src = PacedSource(images, rate, duration_s=duration_s)
-    latency, proc, when, queue_len, indices = [], [], [], [], []
+    raw = {'t_s': [], 'latency': [], 'processing': [], 'queue': [], 'index': []}
     dropped = 0
     if policy == 'stream':
         stats = PipelineStats()
@@ -572,30 +578,51 @@ def run_live(pipe, images, rate, duration_s, policy='stream', annotate=True):
             # Frames handed over after this one, before its processing began: what waited behind it.
             newer = int(np.searchsorted(np.asarray(src.handover_ns[result.index + 1:], np.int64), began_ns,
                                         side='right'))
-            latency.append(lat)
-            proc.append(result.times.total)
-            when.append(end - src.started)
-            queue_len.append(newer)
-            indices.append(result.index)
+            raw['t_s'].append(end - src.started)
+            raw['latency'].append(lat)
+            raw['processing'].append(result.times.total)
+            raw['queue'].append(newer)
+            raw['index'].append(result.index)
             if drops is not None:
                 dropped = drops
     if stats is not None:
         dropped = stats.dropped
-    processed = len(latency)
-    lat = np.asarray(latency)
+    raw.update(policy=policy, asked_rate=float(rate), achieved_rate=src.achieved_rate(),
+               duration_s=float(duration_s), produced=src.produced, processed=len(raw['latency']),
+               dropped=int(dropped), wall_s=max(raw['t_s'][-1] if raw['t_s'] else 0.0, (src.finished or time.perf_counter()) - src.started),
+               source_late=list(src.late_s))
+    return raw
+
+
+def summarize_phase(parts):
+    """Figures of one or more :func:`run_live` results of the same policy and rate (interleaved rounds)."""
+    cat = {k: [v for p in parts for v in p[k]] for k in ('latency', 'processing', 'queue', 'source_late')}
+    t, offset = [], 0.0
+    for p in parts:                      # rounds one after the other on the plot's time axis
+        t.extend(offset + v for v in p['t_s'])
+        offset += p['duration_s']
+    lat = np.asarray(cat['latency'])
+    proc = np.asarray(cat['processing'])
+    wait = lat - proc                    # time between hand-over and the start of processing
+    produced = sum(p['produced'] for p in parts)
+    processed = sum(p['processed'] for p in parts)
+    dropped = sum(p['dropped'] for p in parts)
+    wall = sum(p['wall_s'] for p in parts)
     return {
-        'policy': policy, 'asked_rate': rate, 'achieved_rate': src.achieved_rate(), 'duration_s': duration_s,
-        'produced': src.produced, 'processed': processed, 'dropped': dropped,
-        'unaccounted': src.produced - processed - dropped,
-        'processed_fps': processed / (src.finished - src.started) if src.finished else None,
-        'queue_length_max': int(max(queue_len)) if queue_len else 0,
-        'queue_length_p99': float(np.percentile(queue_len, 99)) if queue_len else 0.0,
+        'policy': parts[0]['policy'], 'asked_rate': parts[0]['asked_rate'],
+        'achieved_rate': float(np.mean([p['achieved_rate'] for p in parts if p['achieved_rate']])),
+        'rounds': len(parts), 'duration_s': sum(p['duration_s'] for p in parts),
+        'produced': produced, 'processed': processed, 'dropped': dropped,
+        'unaccounted': produced - processed - dropped,
+        'processed_fps': processed / wall if wall > 0 else None,
+        'queue_length_max': int(max(cat['queue'])) if cat['queue'] else 0,
         'latency_p50_ms': _ms(lat, 50), 'latency_p99_ms': _ms(lat, 99),
         'latency_max_ms': float(lat.max() * 1e3) if processed else float('nan'),
         'processing_p50_ms': _ms(proc, 50), 'processing_p99_ms': _ms(proc, 99),
-        'source_late_p99_ms': _ms(src.late_s, 99),
-        'in_order': bool(all(a < b for a, b in zip(indices, indices[1:]))),
-        'series': {'t_s': when, 'latency_ms': (lat * 1e3).tolist(), 'queue_length': queue_len},
+        'wait_p50_ms': _ms(wait, 50), 'wait_p99_ms': _ms(wait, 99),
+        'source_late_p99_ms': _ms(cat['source_late'], 99),
+        'in_order': all(all(a < b for a, b in zip(p['index'], p['index'][1:])) for p in parts),
+        'series': {'t_s': t, 'latency_ms': (lat * 1e3).tolist(), 'queue_length': cat['queue']},
     }
 
 
@@ -604,7 +631,8 @@ class OverloadConfig:
     """Options of :func:`run_overload` (see the module docstring)."""
     factor: float = 3.0
     unloaded_factor: float = 0.5
-    duration_s: float = 20.0
+    duration_s: float = 20.0        # per load and policy, split over the rounds
+    rounds: int = 5                 # unloaded and overloaded slices alternate, so both see the same machine
     calibrate_s: float = 5.0
     policies: tuple = ('stream', 'node')
     annotate: bool = True
@@ -615,6 +643,8 @@ class OverloadConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (np.isfinite(v) and v > 0):
                 raise ConfigError('overload %s must be a positive number, got %r' % (name, v))
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError('overload rounds must be a positive integer, got %r' % (self.rounds,))
         self.policies = tuple(self.policies)
         bad = [p for p in self.policies if p not in POLICIES]
         if bad or not self.policies:
@@ -630,32 +660,47 @@ def sample_frames(n):
 
 
 def run_overload(pipe, config=None, log=None):
-    """Sustainable rate, then for each policy an unloaded and an overloaded phase; the JSON-ready report."""
+    """For each policy, ``rounds`` rounds of: the sustainable rate now (``calibrate_s / rounds`` seconds
+    back to back), an unloaded slice and an overloaded slice at multiples of it.  Alternating short slices
+    and measuring the rate in each round keeps a shared machine's changing load out of the comparison.
+    Returns the JSON-ready report."""
     cfg = config if config is not None else OverloadConfig()
     log = log or (lambda msg: None)
     images = sample_frames(cfg.pool)
-    rate, times = measure_sustainable_rate(pipe, images, cfg.calibrate_s, cfg.annotate)
-    log('sustainable rate %.1f FPS (p50 %.1f ms, p99 %.1f ms per frame over %.1f s)'
-        % (rate, _ms(times, 50), _ms(times, 99), cfg.calibrate_s))
+    pipe.warmup()
     report = {'config': asdict(cfg), 'pipeline': _describe_pipeline(pipe), 'load_average_start': _load_average(),
-              'sustainable_fps': rate, 'calibration_p50_ms': _ms(times, 50),
-              'calibration_p99_ms': _ms(times, 99), 'policies': {}}
+              'policies': {}}
+    loads = (('unloaded', cfg.unloaded_factor), ('overload', cfg.factor))
+    all_rates, all_times = [], []
     for policy in cfg.policies:
-        phases = {}
-        for name, factor in (('unloaded', cfg.unloaded_factor), ('overload', cfg.factor)):
-            phase = run_live(pipe, images, rate * factor, cfg.duration_s, policy, cfg.annotate)
+        parts = {name: [] for name, _ in loads}
+        rates = []
+        for _ in range(cfg.rounds):
+            rate, times = measure_sustainable_rate(pipe, images, cfg.calibrate_s / cfg.rounds, cfg.annotate)
+            rates.append(rate)
+            all_times.extend(times)
+            for name, factor in loads:
+                parts[name].append(run_live(pipe, images, rate * factor, cfg.duration_s / cfg.rounds, policy,
+                                            cfg.annotate))
+        all_rates.extend(rates)
+        phases = {'sustainable_fps': rates}
+        log('%-6s sustainable rate per round: %s FPS' % (policy, ', '.join('%.1f' % r for r in rates)))
+        for name, factor in loads:
+            phase = phases[name] = summarize_phase(parts[name])
             phase['factor'] = factor
-            phases[name] = phase
             log('%-6s %-8s %.1fx: source %.1f FPS, processed %d (%.1f FPS), dropped %d, queue max %d, '
-                'latency p50 %.1f ms p99 %.1f ms' % (policy, name, factor, phase['achieved_rate'] or 0,
-                                                    phase['processed'], phase['processed_fps'] or 0,
-                                                    phase['dropped'], phase['queue_length_max'],
-                                                    phase['latency_p50_ms'], phase['latency_p99_ms']))
+                'latency p50 %.1f ms p99 %.1f ms (processing p99 %.1f ms, wait p99 %.1f ms)'
+                % (policy, name, factor, phase['achieved_rate'], phase['processed'], phase['processed_fps'] or 0,
+                   phase['dropped'], phase['queue_length_max'], phase['latency_p50_ms'], phase['latency_p99_ms'],
+                   phase['processing_p99_ms'], phase['wait_p99_ms']))
         ratio = phases['overload']['latency_p99_ms'] / phases['unloaded']['latency_p99_ms']
         phases['p99_ratio'] = ratio
         phases['p99_ratio_target'] = 2.0
         phases['p99_ratio_ok'] = bool(ratio <= 2.0)
         report['policies'][policy] = phases
+    report['sustainable_fps'] = float(np.median(all_rates))
+    report['calibration_p50_ms'] = _ms(all_times, 50)
+    report['calibration_p99_ms'] = _ms(all_times, 99)
     report['load_average_end'] = _load_average()
     return report
 
@@ -707,7 +752,7 @@ def plot_overload(report, path):
         ax.set_ylabel('latency (ms)')
         ax.legend(loc='upper right', fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel('time in the phase (s)')
+    axes[-1].set_xlabel('time in the phase (s), rounds end to end')
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
 
@@ -769,6 +814,8 @@ def add_arguments(p):
     o.add_argument('--unloaded-factor', type=positive_float, default=0.5,
                    help='rate of the unloaded reference phase (default 0.5)')
     o.add_argument('--duration', type=positive_float, default=20.0, help='seconds per phase (default 20)')
+    o.add_argument('--rounds', type=positive_int, default=5,
+                   help='unloaded and overloaded slices alternate this many times (default 5)')
     o.add_argument('--calibrate', type=positive_float, default=5.0,
                    help='seconds to measure the sustainable rate (default 5)')
     o.add_argument('--policy', default='stream,node',
@@ -790,7 +837,7 @@ def run(args):
                           malformed_every=args.malformed_every, vary_every=args.vary_every,
                           vary_len=args.vary_len, annotate=not args.no_annotate)
     over_cfg = OverloadConfig(factor=args.factor, unloaded_factor=args.unloaded_factor,
-                              duration_s=args.duration, calibrate_s=args.calibrate,
+                              duration_s=args.duration, rounds=args.rounds, calibrate_s=args.calibrate,
                               policies=[p.strip() for p in args.policy.split(',') if p.strip()],
                               annotate=not args.no_annotate)
     model = Path(args.model) if args.model else default_model()
