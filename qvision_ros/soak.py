@@ -268,6 +268,7 @@ def run_soak(pipe, config=None, progress=None):
     lat = np.zeros(cfg.block, np.float64)    # latencies of the current block, reused
     n_lat = 0
     processed = 0
+    processed_by_kind = {'base': 0, 'variant': 0}
     errors = {}                               # malformed kind -> {error type: count}
     refused_good = []                         # good frames refused (a bug): first few reasons
     accepted_bad = {}                         # malformed kinds that were processed (a bug)
@@ -302,6 +303,8 @@ def run_soak(pipe, config=None, progress=None):
                 dt = time.perf_counter() - t0
                 if what == 'malformed':
                     accepted_bad[arg] = accepted_bad.get(arg, 0) + 1
+                else:
+                    processed_by_kind[what] += 1
                 processed += 1
                 lat[n_lat] = dt
                 n_lat += 1
@@ -342,7 +345,7 @@ def run_soak(pipe, config=None, progress=None):
     report = {
         'config': asdict(cfg), 'warmup_frames': cfg.warmup_frames, 'pipeline': _describe_pipeline(pipe),
         'load_average_end': _load_average(), 'wall_s': wall, 'fps': processed / wall if wall > 0 else None,
-        'frames': cfg.frames, 'processed': processed, 'errors': n_errors,
+        'frames': cfg.frames, 'processed': processed, 'processed_by_kind': processed_by_kind, 'errors': n_errors,
         'expected_malformed': cfg.expected_malformed(), 'errors_by_kind': errors,
         'malformed_accepted': accepted_bad, 'good_frames_refused': n_refused_good,
         'good_frames_refused_examples': refused_good, 'unclassified': n_unclassified,
@@ -403,8 +406,9 @@ class PacedSource(FrameSource):
 
     Frames are due on a fixed schedule (``t0 + k / rate``); a frame handed over late does not shift the
     ones after it (the source catches up), except after a stall of more than a second.  ``stamp_ns`` is the
-    ``time.perf_counter_ns()`` of the hand-over.  :attr:`produced` counts frames handed over and
-    :attr:`handover_ns` holds their hand-over times (index order), :attr:`late_s` how late each was.
+    ``time.perf_counter_ns()`` of the hand-over.  :attr:`produced` counts frames handed over;
+    :attr:`handover_ns` holds their hand-over times (index order), :attr:`due_s` when each was due
+    (``time.perf_counter()`` seconds) and :attr:`late_s` the difference.
     """
     kind = 'paced'
     live = True
@@ -424,6 +428,7 @@ class PacedSource(FrameSource):
         self.copy = bool(copy)
         self.produced = 0
         self.handover_ns = []
+        self.due_s = []
         self.late_s = []
         self.started = None
         self.finished = None
@@ -451,7 +456,8 @@ class PacedSource(FrameSource):
                 image = self.images[k % len(self.images)]
                 image = image.copy() if self.copy else image
                 stamp = time.perf_counter_ns()
-                self.late_s.append(max(0.0, now - due))
+                self.due_s.append(due)
+                self.late_s.append(stamp / 1e9 - due)
                 self.handover_ns.append(stamp)
                 self.produced += 1
                 yield stamp, None, image
@@ -589,8 +595,9 @@ def run_live(pipe, images, rate, duration_s, policy='stream', annotate=True):
         dropped = stats.dropped
     raw.update(policy=policy, asked_rate=float(rate), achieved_rate=src.achieved_rate(),
                duration_s=float(duration_s), produced=src.produced, processed=len(raw['latency']),
-               dropped=int(dropped), wall_s=max(raw['t_s'][-1] if raw['t_s'] else 0.0, (src.finished or time.perf_counter()) - src.started),
-               source_late=list(src.late_s))
+               dropped=int(dropped), source_late=list(src.late_s),
+               wall_s=max(raw['t_s'][-1] if raw['t_s'] else 0.0,
+                          (src.finished or time.perf_counter()) - src.started))
     return raw
 
 
