@@ -616,7 +616,7 @@ def summarize_phase(parts):
     dropped = sum(p['dropped'] for p in parts)
     wall = sum(p['wall_s'] for p in parts)
     return {
-        'policy': parts[0]['policy'], 'asked_rate': parts[0]['asked_rate'],
+        'policy': parts[0]['policy'], 'asked_rate': float(np.mean([p['asked_rate'] for p in parts])),
         'achieved_rate': float(np.mean([p['achieved_rate'] for p in parts if p['achieved_rate']])),
         'rounds': len(parts), 'duration_s': sum(p['duration_s'] for p in parts),
         'produced': produced, 'processed': processed, 'dropped': dropped,
