@@ -607,7 +607,7 @@ def summarize_phase(parts):
     t, offset = [], 0.0
     for p in parts:                      # rounds one after the other on the plot's time axis
         t.extend(offset + v for v in p['t_s'])
-        offset += p['duration_s']
+        offset += max([p['duration_s']] + p['t_s'][-1:])
     lat = np.asarray(cat['latency'])
     proc = np.asarray(cat['processing'])
     wait = lat - proc                    # time between hand-over and the start of processing
