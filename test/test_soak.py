@@ -91,13 +91,13 @@ def test_every_malformed_kind_is_refused_with_a_project_error(pipe, images):
 
 
 def test_soak_accounts_for_every_frame(pipe):
-    cfg = soak.SoakConfig(frames=240, block=40, malformed_every=23, vary_every=30, vary_len=4)
+    cfg = soak.SoakConfig(frames=240, block=40, malformed_every=23, vary_every=10, vary_len=3)
     report = soak.run_soak(pipe, cfg)
     kinds = {'base': 0, 'variant': 0, 'malformed': 0}
     for i in range(240):                    # the schedule, from the rule the docstring states
         if i % 23 == 22:
             kinds['malformed'] += 1
-        elif i % 30 < 4:
+        elif i % 10 < 3:
             kinds['variant'] += 1
         else:
             kinds['base'] += 1
@@ -111,8 +111,11 @@ def test_soak_accounts_for_every_frame(pipe):
     assert [s['frames'] for s in samples] == [40, 80, 120, 160, 200, 240]
     assert [s['processed'] + s['errors'] for s in samples] == [40, 80, 120, 160, 200, 240]
     assert all(s['rss_mb'] > 10 and s['p99_ms'] >= s['p50_ms'] > 0 for s in samples)
-    assert report['warmup_frames'] == 120   # half the run at most, rounded to blocks
-    assert report['rss_warm_mb'] == samples[2]['rss_mb'] and report['rss_end_mb'] == samples[-1]['rss_mb']
+    # Warm-up: half the run at most (120), rounded up to a cycle of the 8 variants (10 frames each).
+    assert report['warmup_frames'] == 160
+    assert report['rss_warm_mb'] == samples[3]['rss_mb'] and report['rss_end_mb'] == samples[-1]['rss_mb']
+    assert report['rss_first_window_max_mb'] == samples[3]['rss_mb']   # windows of one sample here
+    assert report['rss_last_window_max_mb'] == samples[-1]['rss_mb']
     assert np.isfinite(report['rss_growth_pct']) and np.isfinite(report['p50_drift_pct'])
     json.dumps(report)                      # JSON-ready
 
@@ -124,7 +127,7 @@ def test_soak_config_is_checked():
         soak.SoakConfig(source='camera')
     with pytest.raises(ConfigError):
         soak.SoakConfig(frames=100, warmup=100)
-    assert soak.SoakConfig(frames=100_000).warmup_frames == 5000
+    assert soak.SoakConfig(frames=100_000).warmup_frames == 6000   # 5 %, rounded to 2 variant cycles
     with pytest.raises(ConfigError):
         soak.OverloadConfig(policies=('lifo',))
     with pytest.raises(ConfigError):
