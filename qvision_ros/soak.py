@@ -288,14 +288,14 @@ def run_soak(pipe, config=None, progress=None):
     record_bytes = 0
     samples = []
     pipe.warmup()
+    good = next(base)   # the clip opened or the scenes rendered before the clock starts
     gc.collect()
     t_start = time.perf_counter()
     rss0 = rss_bytes()
-    good = None
     try:
         for i in range(cfg.frames):
             what, arg = cfg.kind_of(i)
-            if what == 'base' or good is None:
+            if what == 'base' and i:
                 good = next(base)
             if what == 'malformed':
                 item = malformed_frame(arg, good)
