@@ -174,8 +174,8 @@ def test_fifo_reference_queues_so_the_measure_can_fail(pipe, images):
 
 def test_command_writes_reports_and_plots(tmp_path, capsys):
     status = soak.main(['all', '--frames', '60', '--block', '20', '--malformed-every', '13', '--vary-every',
-                        '10', '--vary-len', '2', '--source', 'synthetic', '--duration', '0.6', '--rounds', '2', '--calibrate', '0.4',
-                        '--policy', 'stream', '--quiet', '--out', str(tmp_path)])
+                        '10', '--vary-len', '2', '--source', 'synthetic', '--duration', '0.6', '--rounds', '2',
+                        '--calibrate', '0.4', '--policy', 'stream', '--quiet', '--out', str(tmp_path)])
     assert status == 0
     out = capsys.readouterr().out
     assert 'RSS after the warm-up' in out and 'overload:' in out
