@@ -785,6 +785,14 @@ def plot_overload(report, path):
 # ------------------------------------------------------------------------------------------- command
 
 
+def _plot(fn, report, path, log):
+    """``fn(report, path)``, or a note when matplotlib is not installed (the JSON has every figure)."""
+    try:
+        fn(report, path)
+    except ImportError:
+        log('matplotlib is not installed, so there is no %s (pip install "qvision_ros[report]")' % path.name)
+
+
 def _write_json(path, report):
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(report, f, indent=1)
@@ -882,7 +890,7 @@ def run(args):
         report['command'] = command
         _write_json(out / SOAK_JSON, report)
         if not args.no_plot:
-            plot_soak(report, out / SOAK_PNG)
+            _plot(plot_soak, report, out / SOAK_PNG, log)
         print('\n'.join(_soak_lines(report)))
         status = status or (0 if report['accounting_ok'] else 1)
     if args.benchmark in ('overload', 'all'):
@@ -890,7 +898,7 @@ def run(args):
         report['command'] = command
         _write_json(out / OVERLOAD_JSON, report)
         if not args.no_plot:
-            plot_overload(report, out / OVERLOAD_PNG)
+            _plot(plot_overload, report, out / OVERLOAD_PNG, log)
         print('overload: sustainable %.1f FPS; source at %.1fx' % (report['sustainable_fps'], over_cfg.factor))
         for policy, ph in report['policies'].items():
             u, o = ph['unloaded'], ph['overload']
