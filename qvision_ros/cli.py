@@ -30,6 +30,8 @@ COMMANDS = {
                                    'ONNX Runtime'),
     'quantize': ('qvision_ros.quantization.cli', 'post-training quantisation of a float ONNX model into a QDQ '
                                                  'int8 model (calibration, partial quantisation, report)'),
+    'soak': ('qvision_ros.soak', 'soak and overload benchmarks: RSS over 100,000 frames, latency under 3x '
+                                 'overload'),
 }
 
 EXIT_ERROR = 2        # a classified error (bad input, missing file, ...)
