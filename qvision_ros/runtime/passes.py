@@ -115,6 +115,12 @@ def _guard_size(node, ins):
                          % (n, MAX_TENSOR_ELEMENTS))
 
 
+def _type_str(formal):
+    """The type parameter name of a schema's formal input (``typeStr`` before onnx 1.13)."""
+    t = getattr(formal, 'type_str', None)
+    return formal.typeStr if t is None else t
+
+
 def _check_input_types(node, ins, opset):
     """Inputs that the op's ONNX schema binds to one type parameter (``T`` of Add, Concat...) have one
     dtype: ONNX Runtime refuses such a model too, and the kernels would refuse it at the first run."""
@@ -130,7 +136,7 @@ def _check_input_types(node, ins, opset):
     for k, v in enumerate(ins):
         if v is None or v.dtype is None or not formals:
             continue
-        t = formals[min(k, len(formals) - 1)].type_str      # the last formal input may be variadic
+        t = _type_str(formals[min(k, len(formals) - 1)])    # the last formal input may be variadic
         if seen.setdefault(t, v.dtype) != v.dtype:
             raise node_error(node, 'inputs of one type %s are %s and %s (input %r): the model is corrupt'
                              % (t, seen[t], v.dtype, v.name))
