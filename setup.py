@@ -172,8 +172,8 @@ setup(
     # onnx and onnxruntime: the independent oracle of the tests (DESIGN.md section 8) and the comparison
     # columns of qvision-bench-kernels; neither is needed at run time.
     extras_require={
-        'test': ['pytest', 'onnx', 'onnxruntime', 'hypothesis', 'torch==2.13.0', 'scikit-learn', 'rosbags',
-                 'pycocotools', 'matplotlib'],
+        'test': ['pytest', 'onnx', 'onnxruntime', 'onnxscript', 'hypothesis', 'torch==2.13.0', 'scikit-learn',
+                 'rosbags', 'pycocotools', 'matplotlib'],      # onnxscript: PyTorch's dynamo exporter
         'bench': ['onnxruntime'],
         'train': ['torch==2.13.0', 'scikit-learn'],
         'bag': ['rosbags'],             # rosbag2 input and output of the qvision command
@@ -195,6 +195,7 @@ setup(
             'qvision-bitwidth = qvision_ros.quantization.bitwidth:main',
             'qvision-train-digits = qvision_ros.training.digits:main',
             'qvision-qat-detector = qvision_ros.training.qat_detector:main',
+            'qvision-fuzz = qvision_ros.fuzz:main',
             # ROS 2 node executables (`ros2 run qvision_ros <name>`, launch/pipeline.launch.py)
             'preprocess_node = qvision_ros.nodes.preprocess:main',
             'inference_node = qvision_ros.nodes.inference:main',

@@ -4,7 +4,7 @@ One camera (namespace ``camera``, frames on ``/camera/image_raw``)::
 
     ros2 launch qvision_ros pipeline.launch.py
     ros2 launch qvision_ros pipeline.launch.py namespace:=front input_topic:=/front/color/image_raw
-    ros2 launch qvision_ros pipeline.launch.py source:=/path/to/video.mp4 rviz:=true
+    ros2 launch qvision_ros pipeline.launch.py source:=/path/to/video.mp4 source_loop:=true rviz:=true
     ros2 launch qvision_ros pipeline.launch.py composed:=true          # one process, image handed over in memory
 
 Two cameras in two namespaces sharing one inference node (their frames run as one batch)::
@@ -12,11 +12,16 @@ Two cameras in two namespaces sharing one inference node (their frames run as on
     ros2 launch qvision_ros pipeline.launch.py cameras:=cam1,cam2
 
 Arguments: ``namespace``, ``input_topic`` (the camera topic, remapped onto ``image_raw``), ``source``
-(capture a camera index, video file or image folder instead of subscribing), ``model`` (ONNX file; empty:
+(capture a camera index, video file or image folder instead of subscribing), ``source_loop`` (true|false:
+play it again at its end), ``model`` (ONNX file; empty:
 the shipped detector), ``params_file`` (default: the installed ``config/pipeline.yaml``), ``composed``
 (true|false), ``cameras`` (comma-separated namespaces; overrides ``namespace``; separate processes
 only), ``rviz`` (true|false: start rviz2 on ``config/qvision.rviz``) and ``log_level``.
 """
+import json
+import os
+import tempfile
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -33,6 +38,7 @@ ARGUMENTS = (
     ('namespace', 'camera', 'namespace of the camera and of the three nodes'),
     ('input_topic', 'image_raw', 'camera image topic (sensor_msgs/Image), remapped onto image_raw'),
     ('source', '', 'capture this camera index, video file or image folder instead of subscribing'),
+    ('source_loop', '', 'true: start the video or folder of source again at its end; empty: as the params file says'),
     ('model', '', 'ONNX model (float or QDQ int8); empty: the shipped detector'),
     ('params_file', None, 'parameters file; default: config/pipeline.yaml of this package'),
     ('composed', 'false', 'true: the three nodes in one process, the image handed over in memory'),
@@ -41,7 +47,7 @@ ARGUMENTS = (
     ('rviz', 'false', 'true: start rviz2 showing image_annotated'),
     ('log_level', 'info', 'log level of the nodes (debug, info, warn, error, fatal)'),
 )
-CHOICES = {'composed': ('true', 'false'), 'rviz': ('true', 'false'),
+CHOICES = {'composed': ('true', 'false'), 'rviz': ('true', 'false'), 'source_loop': ('', 'true', 'false'),
            'log_level': ('debug', 'info', 'warn', 'error', 'fatal')}
 
 
@@ -49,26 +55,62 @@ def _arg(context, name):
     return LaunchConfiguration(name).perform(context)
 
 
+#: launch argument -> (node, parameter) it sets
+OVERRIDES = (('model', 'qvision_inference', 'model_path'), ('source', 'qvision_preprocess', 'source'),
+             ('source_loop', 'qvision_preprocess', 'source_loop'))
+
+
 def _overrides(context):
-    """Parameters the launch arguments set (only those given, so a params file is not overridden by '')."""
+    """{node name: {parameter: value}} of the launch arguments given (only those, so that a params file is not
+    overridden by '')."""
     out = {}
-    if _arg(context, 'model'):
-        out['model_path'] = ParameterValue(_arg(context, 'model'), value_type=str)
-    if _arg(context, 'source'):
-        out['source'] = ParameterValue(_arg(context, 'source'), value_type=str)
+    for arg, node, name in OVERRIDES:
+        value = _arg(context, arg)
+        if value:
+            out.setdefault(node, {})[name] = (value == 'true') if arg in CHOICES else value   # true|false: bool
     return out
 
 
+def _node_parameters(parameters, overrides, node):
+    """A named node's parameters: launch_ros writes a dict under its fully qualified name, which rcl applies
+    after the params file's keys."""
+    values = overrides.get(node)
+    if not values:
+        return parameters
+    return parameters + [{k: ParameterValue(v, value_type=type(v)) for k, v in values.items()}]
+
+
+def _composed_params_file(namespace, overrides):
+    """Composed mode: the process has no single node name, and launch_ros writes the dict of such a node
+    under ``/**``.  rcl applies the node keys of all parameter files in the order they first appear, so the
+    params file's ``/**/qvision_preprocess: source: ''`` would win over it.  The overrides go to a file keyed
+    by the fully qualified node names instead (applied last, as launch_ros's own dicts of named nodes)."""
+    prefix = '/' + namespace.strip('/') if namespace.strip('/') else ''
+    lines = []
+    for node, values in overrides.items():
+        lines += ['%s/%s:' % (prefix, node), '  ros__parameters:']
+        lines += ['    %s: %s' % (k, json.dumps(v)) for k, v in values.items()]   # JSON scalars are YAML
+    fd, path = tempfile.mkstemp(prefix='qvision_launch_params_', suffix='.yaml')
+    with os.fdopen(fd, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
 def _nodes(context):
-    params_file = _arg(context, 'params_file')
+    parameters = [_arg(context, 'params_file')]
     overrides = _overrides(context)
-    parameters = [params_file] + ([overrides] if overrides else [])
     remap = [('image_raw', _arg(context, 'input_topic'))]
     ros_args = ['--log-level', _arg(context, 'log_level')]
-    common = dict(package=PACKAGE, parameters=parameters, output='screen', ros_arguments=ros_args)
+    common = dict(package=PACKAGE, output='screen', ros_arguments=ros_args)
     cameras = [c.strip().strip('/') for c in _arg(context, 'cameras').split(',') if c.strip().strip('/')]
     composed = _arg(context, 'composed') == 'true'
     actions = []
+
+    def node(executable, namespace, action=Node, extra=(), **kwargs):
+        name = NODE_NAMES[executable]
+        params = _node_parameters(parameters, overrides, name) + list(extra)
+        return action(executable=executable, name=name, namespace=namespace, parameters=params, **common,
+                      **kwargs)
     if cameras:
         if composed:
             raise RuntimeError('cameras:=%s runs one inference node for several cameras, which needs separate '
@@ -76,24 +118,20 @@ def _nodes(context):
         topics = ['/%s/image_preprocessed' % c for c in cameras]
         for cam in cameras:
             for exe in ('preprocess_node', 'visualization_node'):
-                actions.append(Node(executable=exe, name=NODE_NAMES[exe], namespace=cam, remappings=remap,
-                                    **common))
-        batch = dict(common, parameters=parameters + [{'input_topics': topics}])
-        actions.append(LifecycleNode(executable='inference_node', name=NODE_NAMES['inference_node'],
-                                     namespace='', **batch))
+                actions.append(node(exe, cam, remappings=remap))
+        actions.append(node('inference_node', '', LifecycleNode, extra=[{'input_topics': topics}]))
         shown = cameras[0]
     elif composed:
         namespace = _arg(context, 'namespace')
-        actions.append(Node(executable='composed_node', namespace=namespace, remappings=remap, **common))
+        params = parameters + ([_composed_params_file(namespace, overrides)] if overrides else [])
+        actions.append(Node(executable='composed_node', namespace=namespace, remappings=remap, parameters=params,
+                            **common))
         shown = namespace
     else:
         namespace = _arg(context, 'namespace')
-        actions.append(Node(executable='preprocess_node', name=NODE_NAMES['preprocess_node'], namespace=namespace,
-                            remappings=remap, **common))
-        actions.append(LifecycleNode(executable='inference_node', name=NODE_NAMES['inference_node'],
-                                     namespace=namespace, **common))
-        actions.append(Node(executable='visualization_node', name=NODE_NAMES['visualization_node'],
-                            namespace=namespace, remappings=remap, **common))
+        actions.append(node('preprocess_node', namespace, remappings=remap))
+        actions.append(node('inference_node', namespace, LifecycleNode))
+        actions.append(node('visualization_node', namespace, remappings=remap))
         shown = namespace
     if _arg(context, 'rviz') == 'true':
         rviz_config = PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'qvision.rviz']).perform(context)

@@ -102,7 +102,7 @@ def _child_main(spec_json):
     import time
 
     spec = json.loads(spec_json)
-    x = np.load(spec['input'])
+    x = np.load(spec['input'], allow_pickle=False)
     if spec['runtime'] == 'ours':
         from .runtime import Engine
         rss0 = _rss_bytes()

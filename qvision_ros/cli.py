@@ -28,6 +28,10 @@ COMMANDS = {
                                      'VOC-format data set'),
     'bench': ('qvision_ros.bench', 'latency, FPS, memory and model size: NumPy reference, our fp32 and int8, '
                                    'ONNX Runtime'),
+    'quantize': ('qvision_ros.quantization.cli', 'post-training quantisation of a float ONNX model into a QDQ '
+                                                 'int8 model (calibration, partial quantisation, report)'),
+    'soak': ('qvision_ros.soak', 'soak and overload benchmarks: RSS over 100,000 frames, latency under 3x '
+                                 'overload'),
 }
 
 EXIT_ERROR = 2        # a classified error (bad input, missing file, ...)

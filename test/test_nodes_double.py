@@ -149,7 +149,8 @@ def test_keep_last_queue_and_timer(ros):
 
 
 def test_lifecycle_state_machine(ros):
-    from rclpy.lifecycle import LifecycleNode, RCLError, TransitionCallbackReturn
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
     from std_msgs.msg import Header
 
     class N(LifecycleNode):
@@ -165,7 +166,7 @@ def test_lifecycle_state_machine(ros):
     pub = node.create_lifecycle_publisher(Header, 'out', 10)
     got = []
     node.create_subscription(Header, 'out', got.append, 10)
-    with pytest.raises(RCLError):
+    with pytest.raises(_rclpy.RCLError):
         node.trigger_activate()                      # not from unconfigured
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert node._current_state.label == 'unconfigured'
@@ -209,3 +210,103 @@ def test_params_file_and_namespace_args(ros, tmp_path):
     ros.shutdown()
     with pytest.raises(ValueError, match='empty list'):
         ros.init(args=['--ros-args', '--params-file', str(bad)])
+
+
+def test_param_overrides_merge_as_rcl_merges_them(ros, tmp_path):
+    # rcl keeps one table of node keys in order of first appearance; -p is the key /**.  So a node key of
+    # a params file wins over a later -p or a later file's /** (what bit composed mode on the real thing).
+    ros.shutdown()
+    f = tmp_path / 'p.yaml'
+    f.write_text('/**:\n  ros__parameters:\n    a: 1\n/**/n:\n  ros__parameters:\n    source: ""\n')
+    later = tmp_path / 'later.yaml'
+    later.write_text('/**:\n  ros__parameters:\n    source: wild\n    a: 2\n'
+                     '/cam/n:\n  ros__parameters:\n    b: 3\n')
+    ros.init(args=['--ros-args', '--params-file', str(f), '-p', 'source:=cli', '--params-file', str(later)])
+    from rclpy.node import Node
+    node = Node('n', namespace='cam')
+    assert node.declare_parameter('source', 'x').value == ''
+    assert node.declare_parameter('a', 0).value == 2
+    assert node.declare_parameter('b', 0).value == 3
+
+
+def test_parameters_from_the_parameter_service_are_message_values(ros):
+    import array as _array
+
+    from rcl_interfaces.msg import ParameterType
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter, get_parameter_value
+    from rclpy_double.harness import ros2_param_set
+
+    types = {text: get_parameter_value(text).type for text in ('true', '3', '0.5', '[1, 2]', '[0.5]', '[a, b]',
+                                                               'hello', '[1, a]')}
+    assert types == {'true': ParameterType.PARAMETER_BOOL, '3': ParameterType.PARAMETER_INTEGER,
+                     '0.5': ParameterType.PARAMETER_DOUBLE, '[1, 2]': ParameterType.PARAMETER_INTEGER_ARRAY,
+                     '[0.5]': ParameterType.PARAMETER_DOUBLE_ARRAY, '[a, b]': ParameterType.PARAMETER_STRING_ARRAY,
+                     'hello': ParameterType.PARAMETER_STRING, '[1, a]': ParameterType.PARAMETER_STRING}
+    node = Node('svc')
+    node.declare_parameter('ids', [0])
+    node.declare_parameter('flags', [False])
+    seen = []
+    node.add_on_set_parameters_callback(lambda ps: seen.extend(ps) or
+                                        __import__('rcl_interfaces.msg').msg.SetParametersResult(successful=True))
+    assert ros2_param_set(node, 'ids', '[4, 5]').successful
+    assert ros2_param_set(node, 'flags', '[true, false]').successful
+    ids, flags = seen
+    assert isinstance(ids.value, _array.array) and ids.value.typecode == 'q' and list(ids.value) == [4, 5]
+    assert flags.value == [True, False]
+    assert Parameter.from_parameter_msg(Parameter('x', value=[1.5]).to_parameter_msg()).value.typecode == 'd'
+    res = ros2_param_set(node, 'ids', '[0.5]')
+    assert not res.successful and 'Wrong parameter type' in res.reason
+    assert not ros2_param_set(node, 'undeclared', '1').successful
+
+
+def test_destroyed_node_and_shut_down_context_raise(ros):
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+    from rclpy.node import Node
+    from std_msgs.msg import Header
+
+    node = Node('gone')
+    pub = node.create_publisher(Header, 'h', 10)
+    node.destroy_node()
+    for call in (node.get_name, node.get_fully_qualified_name, lambda: node.create_publisher(Header, 'h', 10),
+                 lambda: node.create_subscription(Header, 'h', print, 10), lambda: pub.publish(Header())):
+        with pytest.raises(InvalidHandle, match='destruction was requested'):
+            call()
+    node.get_logger().info('a logger outlives its node')
+    live = Node('live')
+    pub = live.create_publisher(Header, 'h', 10)
+    ros.try_shutdown()
+    with pytest.raises(_rclpy.RCLError, match="context is invalid"):
+        pub.publish(Header())
+
+
+def test_spin_raises_external_shutdown_and_sigint_shuts_the_context_down(ros):
+    import signal
+    import threading
+
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+
+    ex = SingleThreadedExecutor()
+    ex.add_node(Node('spinner'))
+    threading.Timer(0.2, ros.try_shutdown).start()
+    with pytest.raises(ExternalShutdownException):
+        ex.spin()
+    # rclpy.init() installed a SIGINT handler that shuts the contexts down, then calls the previous one
+    ros.init()
+    got = []
+    previous = signal.getsignal(signal.SIGINT)
+    assert callable(previous) and previous is not signal.default_int_handler
+    ros.shutdown()
+    assert signal.getsignal(signal.SIGINT) is not previous           # uninstalled by shutdown()
+    original = signal.signal(signal.SIGINT, lambda s, f: got.append(s))
+    try:
+        ros.init()
+        signal.raise_signal(signal.SIGINT)
+        assert got == [signal.SIGINT] and not ros.ok()
+        ros.try_shutdown()                                             # keeps the handlers (rclpy's does)
+        assert ros.signals.get_current_signal_handlers_options() == ros.signals.SignalHandlerOptions.ALL
+    finally:
+        ros.signals.uninstall_signal_handlers()
+        signal.signal(signal.SIGINT, original)

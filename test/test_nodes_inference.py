@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import rclpy_double
-from rclpy_double.harness import (cached_engine_factory, errors_logged, executor, image_msg, probe, ros_session,
-                                  scene, slow_factory)
+from rclpy_double.harness import (cached_engine_factory, errors_logged, executor, image_msg, probe, ros2_param_set,
+                                  ros_session, scene, slow_factory)
 
 from qvision_ros.errors import ConfigError
 from qvision_ros.messages import header_stamp_ns, msg_to_detections
@@ -36,7 +36,8 @@ def _inference(overrides=None, **kw):
 
 def test_lifecycle_transitions():
     with ros_session():
-        from rclpy.lifecycle import RCLError, TransitionCallbackReturn
+        from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+        from rclpy.lifecycle import TransitionCallbackReturn
         from sensor_msgs.msg import Image
         from vision_msgs.msg import Detection2DArray
         node = _inference({'autostart': False})
@@ -45,7 +46,7 @@ def test_lifecycle_transitions():
         cam = p.publisher(Image, 'image_preprocessed')
         ex = executor(node, p)
         assert node.engine is None and node._current_state.label == 'unconfigured'
-        with pytest.raises(RCLError):
+        with pytest.raises(_rclpy.RCLError):
             node.trigger_activate()
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.engine is not None and node._current_state.label == 'inactive'
@@ -177,7 +178,8 @@ def test_class_filter_and_thresholds_at_run_time():
         everything = run()
         assert len(set(everything.class_ids.tolist())) >= 2
         keep = int(everything.class_ids[0])
-        assert node.set_parameters([Parameter('classes', value=[keep])])[0].successful
+        # as `ros2 param set` does it: the list arrives as an array.array('q')
+        assert ros2_param_set(node, 'classes', '[%d]' % keep).successful
         filtered = run()
         assert len(filtered) > 0 and set(filtered.class_ids.tolist()) == {keep}
         assert node.set_parameters([Parameter('classes', value=[-1])])[0].successful
@@ -191,7 +193,14 @@ def test_class_filter_and_thresholds_at_run_time():
                             ('model_path', '/elsewhere.onnx'), ('nms_iou_threshold', -0.1)):
             res = node.set_parameters([Parameter(name, value=value)])[0]
             assert not res.successful, (name, value)
+        for name, text, reason in (('classes', '[-2]', 'entries must be >= -1'), ('score_threshold', '1',
+                                                                                   'Wrong parameter type'),
+                                   ('score_threshold', '1.5', 'out of range'), ('num_threads', '1', 'read-only'),
+                                   ('no_such_parameter', '1', 'undeclared parameter(s): []')):
+            res = ros2_param_set(node, name, text)
+            assert not res.successful and reason in res.reason, (name, text, res.reason)
         assert node.get_parameter('score_threshold').value == thr
+        assert list(node.get_parameter('classes').value) == [-1]
 
 
 @pytest.mark.parametrize('name,value,match', [

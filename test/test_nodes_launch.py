@@ -25,6 +25,13 @@ CONFIG = ROOT / 'config' / 'pipeline.yaml'
 RVIZ = ROOT / 'config' / 'qvision.rviz'
 
 
+@pytest.fixture(autouse=True)
+def _temporary_files_in_tmp_path(tmp_path, monkeypatch):
+    """The launch file writes composed mode's overrides with tempfile, as launch_ros writes its own."""
+    import tempfile
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+
+
 def _processes(tmp_path, **arguments):
     module = load_launch_file(LAUNCH)
     return evaluate(module.generate_launch_description(), arguments, {'qvision_ros': str(ROOT)}, tmp_path)
@@ -61,8 +68,8 @@ def _start(process):
 def test_launch_arguments():
     module = load_launch_file(LAUNCH)
     declared = {a.name: a for a in module.generate_launch_description().entities if hasattr(a, 'choices')}
-    assert set(declared) == {'namespace', 'input_topic', 'source', 'model', 'params_file', 'composed', 'cameras',
-                             'rviz', 'log_level'}
+    assert set(declared) == {'namespace', 'input_topic', 'source', 'source_loop', 'model', 'params_file',
+                             'composed', 'cameras', 'rviz', 'log_level'}
     assert declared['composed'].choices == ['true', 'false'] and declared['composed'].default_value == 'false'
     assert all(a.description for a in declared.values())
 
@@ -132,6 +139,29 @@ def test_launched_pipeline_runs(tmp_path, composed):
         assert inference.get_parameter('model_path').value == model
         assert inference.get_parameter('score_threshold').value == 0.25      # from config/pipeline.yaml
         _run_camera(nodes, 'front', '/front/color/image_raw', 42_000_000_000)
+
+
+@pytest.mark.parametrize('composed', ['false', 'true'])
+def test_launch_arguments_win_over_the_params_file(tmp_path, composed):
+    # config/pipeline.yaml sets source and model_path under /**/qvision_preprocess and /**/qvision_inference;
+    # rcl applies those node keys after /** (launch_ros's key for a dict of a node without a name), so the
+    # launch arguments must reach the nodes under their full names
+    video = str(ROOT / 'qvision_ros' / 'data' / 'sample_road.mp4')
+    model = str(ROOT / 'qvision_ros' / 'data' / 'detector_320.onnx')
+    procs = _processes(tmp_path, namespace='front', composed=composed, source=video, model=model,
+                       source_loop='true')
+    with ros_session():
+        nodes = [n for p in procs for n in _start(p)]
+        try:
+            by_name = {n.get_name(): n for n in nodes}
+            assert by_name['qvision_preprocess'].get_parameter('source').value == video
+            assert by_name['qvision_preprocess'].source is not None          # capturing, not subscribing
+            assert by_name['qvision_preprocess'].get_parameter('source_loop').value is True
+            assert by_name['qvision_inference'].get_parameter('model_path').value == model
+            assert by_name['qvision_visualization'].get_parameter('score_threshold').value == 0.25
+        finally:
+            for n in nodes:
+                n.destroy_node()
 
 
 def test_two_cameras_share_one_batching_inference_node(tmp_path):

@@ -256,3 +256,95 @@ def test_qos_defaults_and_overrides():
         assert strict.pub_preprocessed.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
         # ... and then a best-effort camera no longer reaches it
         assert probe('cam2', 'p2').publisher(Image, 'image_raw', qos_profile_sensor_data).get_subscription_count() == 0
+
+
+_CTRL_C_SCRIPT = r'''
+import sys, time
+import rclpy_double
+rclpy_double.install()
+from rclpy.logging import LoggingSeverity
+from qvision_ros.nodes.common import run_node
+from qvision_ros.nodes.preprocess import PreprocessNode
+
+
+class SlowToStop(PreprocessNode):
+    def __init__(self):
+        super().__init__(cli_args=['--ros-args', '-p', 'source:=%s' % sys.argv[1], '-p', 'source_loop:=true'])
+        self.pub_raw.get_subscription_count = lambda: 1      # publish image_raw as if someone listened
+        print('spinning', flush=True)
+
+    def destroy_node(self):
+        print('stopping', flush=True)
+        time.sleep(1.0)                  # a worker thread still being joined on a loaded machine
+        return super().destroy_node()
+
+
+status = run_node(SlowToStop, [])
+errors = [m for sev, _, m in rclpy_double.log_records() if sev >= LoggingSeverity.ERROR]
+print('status', status, 'errors', errors, flush=True)
+'''
+
+
+def test_ctrl_c_under_launch_ends_the_node_cleanly(tmp_path):
+    # Ctrl-C in a terminal running `ros2 launch`: the terminal's SIGINT reaches every node, and launch then
+    # forwards one more - often while the node is still cleaning up.  rclpy's handler shuts the context
+    # down (spin ends, a capture thread's publish fails) and chains to Python's handler.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = Path(__file__).resolve().parent.parent
+    video = str(root / 'qvision_ros' / 'data' / 'sample_road.mp4')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / 'test'), str(root)]))
+    proc = subprocess.Popen([sys.executable, '-c', _CTRL_C_SCRIPT, video], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path))
+    try:
+        assert proc.stdout.readline().strip() == 'spinning'
+        time.sleep(0.5)                          # frames flowing
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == 'stopping'
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)          # launch's, during the clean-up
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+    assert "status 0 errors []" in out, out
+
+
+def test_run_node_ends_cleanly_when_the_context_goes_down_before_a_wait(monkeypatch):
+    # rclpy's signal handler shuts the context down from another thread; landing between spin()'s ok()
+    # check and the next wait set, it makes spin() raise RCLError instead (seen on Jazzy, ros2/rclpy#398)
+    import signal
+    previous = signal.getsignal(signal.SIGINT)
+    rclpy = rclpy_double.install()
+    try:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        from qvision_ros.nodes.common import run_node
+        calls, destroyed = [], []
+        original = SingleThreadedExecutor.spin_once
+
+        def racing(self, timeout_sec=None):
+            calls.append(1)
+            if len(calls) == 3:
+                rclpy.try_shutdown()
+            return original(self, timeout_sec)
+        monkeypatch.setattr(SingleThreadedExecutor, 'spin_once', racing)
+
+        class Ticking(Node):
+            def __init__(self):
+                super().__init__('ticking')
+                self.create_timer(0.01, lambda: None)
+
+            def destroy_node(self):
+                destroyed.append(self.get_name())
+                return super().destroy_node()
+        assert run_node(Ticking, []) == 0
+        assert destroyed == ['ticking'] and len(calls) == 3
+    finally:
+        rclpy_double.uninstall()
+        signal.signal(signal.SIGINT, previous)

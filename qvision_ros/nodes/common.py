@@ -1,6 +1,8 @@
 """What the three nodes share: message classes, QoS from parameters, /diagnostics, the in-memory hand-over
 of composed mode, and the few lines every ``main()`` runs."""
+import signal
 import sys
+import threading
 import time
 
 import rclpy
@@ -117,6 +119,12 @@ class QVisionNodeMixin:
     def now_ns(self):
         return self.get_clock().now().nanoseconds
 
+    def stopping(self):
+        """True once the node is being destroyed or Ctrl-C shut the context down: worker threads end
+        quietly (publishing would raise, and there is nobody left to tell)."""
+        stop = getattr(self, '_stop', None)
+        return (stop is not None and stop.is_set()) or not self.context.ok()
+
     def statuses(self):
         """[:class:`StageStatus`] of this node; subclasses add their figures."""
         return []
@@ -162,31 +170,58 @@ def latency_status(name, timer_figures, counters, latency_ms, rate_in, rate_out,
     return StageStatus(name=name, level=level, message=message, values=values)
 
 
+def _no_keyboard_interrupt(signum, frame):
+    """Python's own SIGINT handler while a node runs: nothing (rclpy's handler does the work; see run_node)."""
+
+
 def run_node(factory, args=None):
     """``main()`` of a node executable: init, build, spin until Ctrl-C or shutdown, clean up.
 
     ``factory()`` returns a node or a list of nodes (composed mode: one executor spins them all).  A
     :class:`~qvision_ros.errors.QVisionError` while building (bad parameters, unreadable model) ends the
     process with status 2 after its message was logged.
+
+    Ctrl-C: rclpy's signal handler shuts the context down, which ends ``spin()`` (with
+    ExternalShutdownException on Jazzy); it also chains to Python's handler, whose KeyboardInterrupt would
+    hit the main thread wherever it is.  ``ros2 launch`` forwards the terminal's SIGINT, so each node gets
+    two, the second one often while the worker threads are being joined: a traceback, or "process has died
+    [exit code -2]" when it lands while the interpreter exits.  So Python's part is a no-op while the node
+    runs, and SIGINT is ignored once the clean-up has begun (this function is the body of an executable).
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGINT, _no_keyboard_interrupt)
     rclpy.init(args=args)
+    nodes, executor = [], None
     try:
-        built = factory()
-    except QVisionError as exc:
-        print('qvision_ros: %s' % exc, file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    nodes = list(built) if isinstance(built, (list, tuple)) else [built]
-    executor = SingleThreadedExecutor()
-    for node in nodes:
-        executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            built = factory()
+        except QVisionError as exc:
+            print('qvision_ros: %s' % exc, file=sys.stderr)
+            return 2
+        except Exception:
+            if not rclpy.ok():    # Ctrl-C while starting: the context went away under the constructor
+                return 0
+            raise
+        nodes = list(built) if isinstance(built, (list, tuple)) else [built]
+        executor = SingleThreadedExecutor()
+        for node in nodes:
+            executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except RuntimeError:
+            # rclpy's signal handler shuts the context down from its own thread: when that lands between
+            # spin()'s ok() check and the next wait set, the wait set fails (RCLError; ros2/rclpy#398)
+            if rclpy.ok():
+                raise
     finally:
-        executor.shutdown()
+        if main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if executor is not None:
+            executor.shutdown()
         for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()

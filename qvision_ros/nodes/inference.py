@@ -80,9 +80,9 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         self.latency_ms = 0.0
         if self.values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                name = self.get_fully_qualified_name()     # rclpy: no name once the node is destroyed
                 LifecycleNode.destroy_node(self)
-                raise ConfigError('%s could not configure (the reason is logged above)'
-                                  % self.get_fully_qualified_name())
+                raise ConfigError('%s could not configure (the reason is logged above)' % name)
             self.trigger_activate()
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -237,10 +237,10 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
     def _work(self):
         n = len(self.cameras)
         window = self.values['batch_window_ms'] / 1000.0 if n > 1 else 0.0
-        while not self._stop.is_set():
+        while not self.stopping():
             self._pacer.wait(self.values['max_rate_hz'], self._stop)
             items = self.slot.take_all(timeout=0.1, window=window, expected=n)
-            if not items or self._stop.is_set():
+            if not items or self.stopping():
                 continue
             self._busy = True
             try:
@@ -249,6 +249,10 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
                 self.counters['bad_frames'] += len(items)
                 self.get_logger().error('inference failed on %d frame(s): %s' % (len(items), exc),
                                         throttle_duration_sec=1.0)
+            except Exception:
+                if self.stopping():     # Ctrl-C shut the context down while publishing
+                    break
+                raise
             finally:
                 self._busy = False
 

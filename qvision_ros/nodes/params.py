@@ -8,6 +8,7 @@ change at run time, and which nodes declare it.  ``config/pipeline.yaml`` holds 
 start-up (rclpy runs that callback for the initial values too) and at run time.  Nothing here imports
 rclpy at module level, so the table and the checks are testable without ROS.
 """
+import array
 import math
 import os
 from dataclasses import dataclass, field
@@ -136,13 +137,16 @@ def check_value(name, value):
     if spec is None:
         return None       # not ours: leave it to whoever declared it
     kind = spec.kind
+    # A list arrives as a list from a parameters file but as an array.array ('q' for integers) from the
+    # set_parameters service (`ros2 param set`): rclpy hands over the message's integer_array_value.
+    sequence = (list, tuple, array.array)
     ok_type = {'int': lambda v: isinstance(v, int) and not isinstance(v, bool),
                'float': lambda v: isinstance(v, float),
                'str': lambda v: isinstance(v, str),
                'bool': lambda v: isinstance(v, bool),
-               'int_list': lambda v: isinstance(v, (list, tuple)) and all(
+               'int_list': lambda v: isinstance(v, sequence) and all(
                    isinstance(x, int) and not isinstance(x, bool) for x in v),
-               'str_list': lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)}[kind]
+               'str_list': lambda v: isinstance(v, sequence) and all(isinstance(x, str) for x in v)}[kind]
     if not ok_type(value):
         return '%s must be %s, got %r' % (name, {'int': 'an integer', 'float': 'a floating-point number '
                                                  '(write 1.0, not 1)', 'str': 'a string', 'bool': 'true or false',

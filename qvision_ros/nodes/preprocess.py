@@ -87,13 +87,13 @@ class PreprocessNode(QVisionNodeMixin, Node):
         pacer = Pacer()
         try:
             for frame in src:
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 fps = 0.0 if src.live else (src.fps or 30.0)
                 limit = self.values['max_rate_hz']
                 rate = min(r for r in (fps, limit) if r > 0) if (fps > 0 or limit > 0) else 0.0
                 pacer.wait(rate, self._stop)
-                if self._stop.is_set():
+                if self.stopping():
                     break
                 header = make_header(self.types, self.now_ns(), frame.frame_id)
                 self.counters['frames_in'] += 1
@@ -104,11 +104,13 @@ class PreprocessNode(QVisionNodeMixin, Node):
                 if self.handover is not None and self.handover.wants_raw:
                     self.handover.raw(header, image, 'bgr8')
                 self.process(header, image, 'bgr8')
-            self.get_logger().info('source %s ended after %d frames' % (src.name, self.counters['frames_in']))
+            else:
+                self.get_logger().info('source %s ended after %d frames' % (src.name, self.counters['frames_in']))
         except QVisionError as exc:
-            self.get_logger().error('capture from %s stopped: %s' % (src.name, exc))
+            if not self.stopping():
+                self.get_logger().error('capture from %s stopped: %s' % (src.name, exc))
         except Exception as exc:   # keep the reason visible; the node stays up for diagnostics
-            if not self._stop.is_set():
+            if not self.stopping():
                 self.get_logger().error('capture from %s failed: %r' % (src.name, exc))
 
     # -- work --------------------------------------------------------------------------------------

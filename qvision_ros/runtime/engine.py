@@ -20,7 +20,7 @@ from qvision_kernels import KernelError, resolve_num_threads
 from ..errors import ConfigError, InputError
 from .layout import assign_layout
 from .onnx_import import ImportedModel
-from .passes import run_passes
+from .passes import OPTIONAL_PASSES, run_passes
 from .plan import LayerRecord, Plan
 
 MAX_PLANS = 8
@@ -58,8 +58,13 @@ class Engine:
         :data:`qvision_ros.runtime.passes.OPTIONAL_PASSES`)
 
     ``run`` may be called with another size along a dimension the model declares dynamic (e.g. a batch
-    of frames): a plan for that shape is compiled on first use and kept.  Calls are serialised (a plan
-    owns its buffers).
+    of frames): a plan for that shape is compiled on first use and kept.
+
+    Threads: one engine may be shared by several threads (executor callbacks, several cameras).  A plan
+    owns its buffers, so ``run``, ``profile`` and ``intermediates`` hold a lock while they use one: calls
+    from several threads are serialised, each gets exactly the outputs it would get alone (fresh arrays,
+    never views of the buffers), and plans for new shapes are compiled under the same lock.  For
+    inference in parallel, use one engine per thread (``num_threads`` splits each layer instead).
     """
 
     def __init__(self, model, num_threads=None, input_shapes=None, disable_passes=()):
@@ -67,8 +72,8 @@ class Engine:
             self.num_threads = resolve_num_threads(num_threads)
         except KernelError as e:
             raise ConfigError(str(e)) from None
+        self._disable = _pass_names(disable_passes)
         self._model = ImportedModel(model)
-        self._disable = tuple(disable_passes)
         self._lock = threading.Lock()
         self._plans = {}
         shapes = self._model.input_shapes(input_shapes)
@@ -116,7 +121,7 @@ class Engine:
             raise InputError('run() takes a dict {input name: array}, got %s' % type(feeds).__name__)
         names = [name for name, _, _, _ in self._model.inputs]
         missing = [n for n in names if n not in feeds]
-        extra = sorted(set(feeds) - set(names))
+        extra = [k for k in feeds if k not in names]
         if missing or extra:
             raise InputError('the model inputs are %s; missing %s, unknown %s' % (names, missing, extra))
         arrays, key, prequantized = [], [], []
@@ -195,13 +200,24 @@ class Engine:
                 total += times
             total /= max(1, int(repeat))
             records = [LayerRecord(*info[:5], float(t), info[5]) for info, t in zip(plan.info, total)]
-        self.last_profile = records
+            self.last_profile = records
         return records
 
     def __repr__(self):
         return 'Engine(inputs=%s, outputs=%s, num_threads=%d)' % (
             [(i.name, i.shape) for i in self.inputs], [(o.name, o.shape) for o in self.outputs],
             self.num_threads)
+
+
+def _pass_names(disable):
+    """``disable_passes`` as a tuple of optional pass names; ConfigError for anything else."""
+    if isinstance(disable, str) or not isinstance(disable, (list, tuple, set, frozenset)):
+        raise ConfigError('disable_passes must be a list of pass names, got %r' % (disable,))
+    unknown = [p for p in disable if p not in OPTIONAL_PASSES]
+    if unknown:
+        raise ConfigError('disable_passes names %s, which are not optional passes; optional ones: %s'
+                          % (unknown, sorted(OPTIONAL_PASSES)))
+    return tuple(disable)
 
 
 def _input_quantizer(graph, name):

@@ -158,6 +158,11 @@ def _quantize_to_nhwc(graph):
                 or q.outputs[0] in graph.outputs or wants(graph, q) != 'follow' \
                 or graph.values[q.inputs[0]].layout is not None:
             continue
+        # only where the lowering has the fused step: float32 data, per-tensor scale and zero point
+        s, zp = graph.const(q.input(1)), graph.const(q.input(2))
+        if graph.values[q.inputs[0]].dtype != np.float32 or s is None or s.size != 1 \
+                or (zp is not None and zp.size != 1):
+            continue
         q.outputs = list(conv.outputs)
         q.attrs = dict(q.attrs, _to_nhwc=True)
         graph.nodes.remove(conv)

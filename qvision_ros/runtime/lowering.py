@@ -272,6 +272,15 @@ def _bind_upsample(x, fh, fw, out, nt):
 
 # ------------------------------------------------------------------------------------------ conv / gemm
 
+def _require_dtype(ctx, node, *dtypes):
+    """ModelError naming the node unless its data input (input 0) has one of ``dtypes``, the ones its
+    kernel takes (found at load time instead of as a kernel error at the first run)."""
+    dtype = ctx.value(node.inputs[0]).dtype
+    if dtype not in dtypes:
+        raise node_error(node, 'its data input is %s; this engine runs %s on %s data only' % (
+            dtype, node.op, ' or '.join(np.dtype(d).name for d in dtypes)))
+
+
 def _conv_geometry(node, ctx, kernel_hw):
     x = ctx.value(node.inputs[0])
     strides, dilations, pads, _ = spatial_attrs(node, x.shape[2:], kernel_hw)
@@ -285,6 +294,7 @@ def _conv(node, ctx):
         raise node_error(node, 'the weight is computed at run time; only constant weights are supported')
     if w.ndim != 4:
         raise node_error(node, 'only 2-D convolutions are supported')
+    _require_dtype(ctx, node, np.float32)
     b = ctx.const(node.input(2))
     if node.input(2) and b is None:
         raise node_error(node, 'the bias is computed at run time; only constant biases are supported')
@@ -343,7 +353,7 @@ def _gemm(node, ctx):
     if node.op == 'Gemm':
         c = ctx.const(node.input(2))
         n = b.shape[0] if (b is not None and a.get('transB', 0)) else (b.shape[1] if b is not None else 0)
-        usable = (b is not None and not a.get('transA', 0) and (not node.input(2) or
+        usable = (b is not None and not a.get('transA', 0) and x.dtype == np.float32 and (not node.input(2) or
                                                                 (c is not None and c.size in (1, n))))
         if not usable:
             if '_act_min' in a or '_act_max' in a:
@@ -385,6 +395,7 @@ def _pool_args(node, ctx):
 
 @lowering('MaxPool')
 def _maxpool(node, ctx):
+    _require_dtype(ctx, node, np.float32, np.uint8)
     kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
     nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.max_pool2d(x, kernel, strides, pads, dilations, ceil_mode,
@@ -399,6 +410,8 @@ def _avgpool(node, ctx):
     q = {}
     if node.op == 'QAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
+    else:
+        _require_dtype(ctx, node, np.float32)
     nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x: K.avg_pool2d(x, kernel, strides, pads, ceil_mode, cip, out=out,
                                                             num_threads=nt, **q))
@@ -413,6 +426,8 @@ def _gap(node, ctx):
     q = {}
     if node.op == 'QGlobalAveragePool':
         q = {k: node.attrs[k] for k in ('x_scale', 'x_zero_point', 'y_scale', 'y_zero_point')}
+    else:
+        _require_dtype(ctx, node, np.float32)
     nt = ctx.threads(node)
 
     def run(out, x):

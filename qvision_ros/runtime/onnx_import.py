@@ -4,11 +4,17 @@
   external data files are refused (a model could point them anywhere on disk).
 * Every tensor's declared size is checked against the bytes it actually carries *before* it is turned
   into an array, and against an upper bound, so that a crafted file cannot make the loader allocate
-  gigabytes.
-* Opset 11 or newer in the default domain; anything else is a :class:`~qvision_ros.errors.ModelError`
-  that says what is wrong.
+  gigabytes.  The limits, all checked before allocating: a file of at most :data:`MAX_MODEL_BYTES`
+  (2 GiB); a tensor (in the file, or computed) of at most :data:`MAX_TENSOR_ELEMENTS` (2**28) elements;
+  a constant made by folding of at most ``passes.MAX_FOLDED_ELEMENTS`` (2**26); and at most
+  ``plan.MAX_ARENA_BYTES`` (1 GiB) of activation buffers for one input shape.
+* Opset 11 or newer in the default domain, up to the newest the installed ``onnx`` knows; every node
+  checked against its ONNX schema (input and output counts, required inputs and attributes, attribute
+  types); tensor element types the engine computes with only.  Anything else is a
+  :class:`~qvision_ros.errors.ModelError` that names the node and says what is wrong.
 """
 import os
+import stat
 
 import numpy as np
 
@@ -21,6 +27,13 @@ MIN_OPSET = 11
 MAX_TENSOR_ELEMENTS = 1 << 28
 # Upper bound on the size of a model file we agree to read.
 MAX_MODEL_BYTES = 1 << 31
+# Most dimensions of a tensor (NumPy 1.x's limit; CNN tensors have 4).
+MAX_RANK = 32
+
+# The tensor element types the engine computes with (TensorProto.DataType -> name): no strings, complex,
+# bfloat16, float8 or 4-bit types.
+ELEMENT_TYPES = {1: 'float32', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool',
+                 10: 'float16', 11: 'float64', 12: 'uint32', 13: 'uint64'}
 
 _TYPED_FIELDS = ('float_data', 'int32_data', 'string_data', 'int64_data', 'double_data', 'uint64_data')
 
@@ -35,14 +48,19 @@ def _load_proto(model):
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         try:
-            size = os.path.getsize(path)
-            if size > MAX_MODEL_BYTES:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                # a folder, device or FIFO: reading /dev/zero or a pipe might never end
+                raise ModelError('cannot read the model file %r: it is not a regular file; give the path of '
+                                 'an .onnx file' % (path,))
+            if st.st_size > MAX_MODEL_BYTES:
                 raise ModelError('model file %s is %d bytes, more than the %d this loader accepts'
-                                 % (path, size, MAX_MODEL_BYTES))
+                                 % (path, st.st_size, MAX_MODEL_BYTES))
             with open(path, 'rb') as fh:
-                data = fh.read()
-        except OSError as e:
-            raise ModelError('cannot read the model file %s: %s' % (path, e.strerror or e)) from None
+                data = fh.read(MAX_MODEL_BYTES + 1)
+        except (OSError, ValueError) as e:      # ValueError: a NUL character in the path
+            raise ModelError('cannot read the model file %r: %s' % (path, getattr(e, 'strerror', None) or e)) \
+                from None
         where = path
     elif isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
@@ -73,6 +91,8 @@ def tensor_to_array(t, what):
                          'models only (save it with onnx.save(model, path, save_as_external_data=False))'
                          % name)
     dims = [int(d) for d in t.dims]
+    if len(dims) > MAX_RANK:
+        raise ModelError('tensor %r has %d dimensions, more than the %d allowed' % (name, len(dims), MAX_RANK))
     if any(d < 0 for d in dims):
         raise ModelError('tensor %r has a negative dimension %s' % (name, dims))
     n = 1
@@ -81,9 +101,7 @@ def tensor_to_array(t, what):
     if n > MAX_TENSOR_ELEMENTS:
         raise ModelError('tensor %r declares %s = %d elements, more than the %d allowed'
                          % (name, dims, n, MAX_TENSOR_ELEMENTS))
-    if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
-        raise ModelError('tensor %r has an unsupported element type (%d)' % (name, t.data_type))
-    dtype = np_dtype(t.data_type)
+    dtype = _element_type(t.data_type, 'tensor %r' % name)
     if t.HasField('raw_data'):
         expected = n * dtype.itemsize
         if len(t.raw_data) != expected:
@@ -128,14 +146,73 @@ def _attributes(node):
     return attrs
 
 
+def _check_schema(node, name, opset):
+    """ModelError unless a default-domain node matches its ONNX schema at ``opset``: a known operator, a
+    number of inputs and outputs it allows, its required inputs given, only attributes it declares and
+    of the declared types (the import passes and kernels rely on that)."""
+    from onnx import defs
+
+    try:
+        schema = defs.get_schema(node.op_type, opset, '')
+    except Exception:
+        raise ModelError('node %r (%s): operator %s is not supported by this engine (not an ONNX operator '
+                         'of opset %d)' % (name, node.op_type, node.op_type, opset)) from None
+    n_in, n_out = len(node.input), len(node.output)
+    if not schema.min_input <= n_in <= schema.max_input or not schema.min_output <= n_out <= schema.max_output:
+        raise ModelError('node %r (%s) has %d inputs and %d outputs; opset %d allows %s inputs and %s outputs: '
+                         'the file is corrupt' % (name, node.op_type, n_in, n_out, opset,
+                                                  _arity(schema.min_input, schema.max_input),
+                                                  _arity(schema.min_output, schema.max_output)))
+    given = {a.name for a in node.attribute}
+    missing = sorted(k for k, a in schema.attributes.items() if a.required and k not in given)
+    if missing:
+        raise ModelError('node %r (%s) lacks the required attribute(s) %s' % (name, node.op_type,
+                                                                              ', '.join(missing)))
+    single = defs.OpSchema.FormalParameterOption.Single
+    for k, formal in enumerate(schema.inputs[:n_in]):
+        if formal.option == single and not node.input[k]:
+            raise ModelError('node %r (%s): required input %d (%s) is empty' % (name, node.op_type, k,
+                                                                                 formal.name))
+    for a in node.attribute:
+        declared = schema.attributes.get(a.name)
+        if declared is None:
+            raise ModelError('node %r (%s) has an attribute %r that %s does not have in opset %d (allowed: %s)'
+                             % (name, node.op_type, a.name, node.op_type, opset,
+                                ', '.join(sorted(schema.attributes)) or 'none'))
+        if int(declared.type.value) != a.type:
+            raise ModelError('node %r (%s): attribute %r has type %s, opset %d declares %s'
+                             % (name, node.op_type, a.name, _ATTR_TYPES.get(a.type, a.type), opset,
+                                declared.type.name))
+
+
+_ATTR_TYPES = {0: 'UNDEFINED', 1: 'FLOAT', 2: 'INT', 3: 'STRING', 4: 'TENSOR', 5: 'GRAPH', 6: 'FLOATS', 7: 'INTS',
+               8: 'STRINGS', 9: 'TENSORS', 10: 'GRAPHS', 11: 'SPARSE_TENSOR', 12: 'SPARSE_TENSORS',
+               13: 'TYPE_PROTO', 14: 'TYPE_PROTOS'}
+
+
+def _arity(lo, hi):
+    return str(lo) if lo == hi else '%d or more' % lo if hi >= 1 << 30 else '%d to %d' % (lo, hi)
+
+
+def _element_type(onnx_type, what):
+    """The NumPy dtype of a supported ONNX element type, else ModelError naming ``what``."""
+    if onnx_type not in ELEMENT_TYPES:
+        raise ModelError('%s has element type %d, which this engine does not support (supported: %s)'
+                         % (what, onnx_type, ', '.join(ELEMENT_TYPES.values())))
+    return np_dtype(onnx_type)
+
+
 def _value_type(vi):
     """(dims with None for symbolic/unknown, names of symbolic dims, dtype) of a ValueInfoProto."""
     tt = vi.type.tensor_type
     if not vi.type.HasField('tensor_type'):
         raise ModelError('graph input/output %r is not a tensor' % vi.name)
-    dtype = np_dtype(tt.elem_type) if tt.elem_type else None
+    dtype = _element_type(tt.elem_type, 'graph input/output %r' % vi.name) if tt.elem_type else None
     if not tt.HasField('shape'):
         return None, None, dtype
+    if len(tt.shape.dim) > MAX_RANK:
+        raise ModelError('graph input/output %r has %d dimensions, more than the %d allowed'
+                         % (vi.name, len(tt.shape.dim), MAX_RANK))
     dims, names = [], []
     for d in tt.shape.dim:
         if d.HasField('dim_value') and d.dim_value > 0:
@@ -156,6 +233,8 @@ class ImportedModel:
     """
 
     def __init__(self, model):
+        import onnx
+
         from .graph import Node
 
         proto = _load_proto(model)
@@ -168,6 +247,10 @@ class ImportedModel:
         if opset < MIN_OPSET:
             raise ModelError('the model uses opset %d; opset %d or newer is required (re-export it, e.g. '
                              'torch.onnx.export(..., opset_version=17))' % (opset, MIN_OPSET))
+        newest = onnx.defs.onnx_opset_version()
+        if opset > newest:
+            raise ModelError('the model uses opset %d; the installed onnx package knows opsets up to %d '
+                             '(re-export with an older opset or update onnx)' % (opset, newest))
         self.opset = opset
         self.producer = '%s %s' % (proto.producer_name, proto.producer_version)
         g = proto.graph
@@ -204,14 +287,20 @@ class ImportedModel:
                 name = '%s_%d' % (name, i)
             seen.add(name)
             domain = '' if n.domain in ('', 'ai.onnx') else n.domain
+            if not domain:
+                _check_schema(n, name, opset)
             self.nodes.append(Node(n.op_type, list(n.input), list(n.output), _attributes(n), name, domain,
                                    [name]))
 
     def input_shapes(self, overrides=None):
         """name -> concrete input shape: the model's own, dynamic batch -> 1, ``overrides`` applied."""
-        overrides = dict(overrides or {})
+        if overrides is None:
+            overrides = {}
+        if not hasattr(overrides, 'items'):
+            raise InputError('input_shapes must be a dict {input name: shape}, got %s' % type(overrides).__name__)
+        overrides = dict(overrides.items())
         names = [name for name, _, _, _ in self.inputs]
-        unknown = sorted(set(overrides) - set(names))
+        unknown = [k for k in overrides if k not in names]
         if unknown:
             raise InputError('input_shapes names %s, but the model inputs are %s' % (unknown, names))
         shapes = {}
@@ -219,7 +308,7 @@ class ImportedModel:
             if name in overrides:
                 try:
                     shape = tuple(int(d) for d in overrides[name])
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise InputError('input_shapes[%r] must be a sequence of ints, got %r'
                                      % (name, overrides[name])) from None
                 if len(shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, shape)) \
@@ -277,7 +366,7 @@ class ImportedModel:
         try:
             g.toposort()
         except ValueError as e:
-            raise ModelError(str(e)) from None
+            raise ModelError('the model is corrupt: its %s (re-export it)' % e) from None
         return g
 
 

@@ -41,10 +41,18 @@ def node_error(node, message):
     return ModelError('node %r (%s): %s' % (node.name, node.op, message))
 
 
+def _tensor_dtype_to_np_dtype(onnx_type):
+    try:
+        return helper.tensor_dtype_to_np_dtype(onnx_type)
+    except AttributeError:      # onnx < 1.13 (python3-onnx 1.12 of Debian 12): the older mapping table
+        from onnx.mapping import TENSOR_TYPE_TO_NP_TYPE
+        return TENSOR_TYPE_TO_NP_TYPE[onnx_type]
+
+
 def np_dtype(onnx_type):
     """NumPy dtype of an ONNX TensorProto element type."""
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(int(onnx_type)))
+        return np.dtype(_tensor_dtype_to_np_dtype(int(onnx_type)))
     except Exception:
         raise ModelError('unsupported tensor element type %r' % (onnx_type,)) from None
 
@@ -189,6 +197,15 @@ def _where(node, inputs, opset):
                           'Softmax', 'LogSoftmax', 'BatchNormalization', 'LRN']))
 def _same_shape(node, shapes, consts, opset):
     return [shapes[0]] + [shapes[0]] * (len(node.outputs) - 1)
+
+
+@shape_fn('Clip')
+def _clip_shape(node, shapes, consts, opset):
+    """The input's shape; the bounds (inputs 1 and 2, opset 11+) must be scalars."""
+    for k, what in ((1, 'min'), (2, 'max')):
+        if k < len(shapes) and shapes[k] is not None and int(np.prod(shapes[k], dtype=np.int64)) != 1:
+            raise node_error(node, '%s must be a scalar, got shape %s' % (what, tuple(shapes[k])))
+    return [shapes[0]]
 
 
 @shape_fn(*(list(BINARY) + ['Max', 'Min', 'Sum', 'Mean', 'Where']))
@@ -578,6 +595,9 @@ def _gemm_shape(node, shapes, consts, opset):
     k2, n = b[::-1] if node.attrs.get('transB', 0) else b
     if k != k2:
         raise node_error(node, 'Gemm of %s and %s: inner dimensions differ' % (a, b))
+    c = shapes[2] if len(shapes) > 2 else None
+    if c is not None and (len(c) > 2 or any(d not in (1, full) for d, full in zip(c[::-1], (n, m)))):
+        raise node_error(node, 'Gemm bias of shape %s does not broadcast to the output (%d, %d)' % (c, m, n))
     return [(m, n)]
 
 
@@ -592,11 +612,11 @@ def _batchnorm(node, inputs, opset):
 
 # ------------------------------------------------------------------------------ quantisation
 
-def _axis_shape(x, scale, axis):
+def _axis_shape(x, scale, axis, node=None):
     if scale.size == 1:
         return scale.reshape(())
     shape = [1] * x.ndim
-    shape[_norm_axis(axis, x.ndim)] = -1
+    shape[_norm_axis(axis, x.ndim, node)] = -1
     return scale.reshape(shape)
 
 
@@ -607,8 +627,8 @@ def _quantize(node, inputs, opset):
     scale = inputs[1].astype(np.float32)
     zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), np.uint8)
     axis = node.attrs.get('axis', 1)
-    s = _axis_shape(x, scale, axis)
-    z = _axis_shape(x, zp, axis).astype(np.float64)
+    s = _axis_shape(x, scale, axis, node)
+    z = _axis_shape(x, zp, axis, node).astype(np.float64)
     info = np.iinfo(zp.dtype)
     q = np.rint(x / s).astype(np.float64) + z
     return [np.clip(q, info.min, info.max).astype(zp.dtype)]
@@ -621,17 +641,37 @@ def _dequantize(node, inputs, opset):
     scale = inputs[1].astype(np.float32)
     zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), q.dtype)
     axis = node.attrs.get('axis', 1)
-    s = _axis_shape(q, scale, axis)
-    z = _axis_shape(q, zp, axis)
+    s = _axis_shape(q, scale, axis, node)
+    z = _axis_shape(q, zp, axis, node)
     return [((q.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s).astype(np.float32)]
 
 
-@shape_fn('QuantizeLinear')
+@shape_fn('QuantizeLinear', 'DequantizeLinear')
 def _quantize_shape(node, shapes, consts, opset):
-    return [shapes[0]]
+    """The input's shape; scale and zero point (uint8 or int8; int32 also for DequantizeLinear) must be
+    scalars or 1-D along ``axis``, with as many values."""
+    x, scale = shapes[0], shapes[1]
+    zp = shapes[2] if len(shapes) > 2 else None
+    n = int(np.prod(scale, dtype=np.int64))
+    if not (n == 1 and len(scale) <= 1) and not (len(scale) == 1 and len(x) and
+                                                 scale[0] == x[_norm_axis(node.attrs.get('axis', 1), len(x), node)]):
+        raise node_error(node, 'scale of shape %s fits neither per tensor nor axis %d of the input %s'
+                         % (scale, node.attrs.get('axis', 1), x))
+    if zp is not None and (len(zp) > 1 or int(np.prod(zp, dtype=np.int64)) != n):
+        raise node_error(node, 'zero point of shape %s differs from the scale %s' % (zp, scale))
+    zc = consts[2] if len(consts) > 2 else None
+    allowed = ('uint8', 'int8') if node.op == 'QuantizeLinear' else ('uint8', 'int8', 'int32')
+    if zc is not None and zc.dtype.name not in allowed:
+        raise node_error(node, 'zero point is %s; it must be %s' % (zc.dtype, ' or '.join(allowed)))
+    return [x]
 
 
 # ------------------------------------------------------------------------------ convolution geometry
+
+# Largest stride, dilation or pad of a convolution or pooling (the kernels take C ints; images are at most
+# 16384 pixels wide).
+MAX_SPATIAL = 1 << 16
+
 
 def spatial_attrs(node, in_hw, kernel_hw, pool=False):
     """(strides, dilations, pads (top, left, bottom, right), out_hw) of a 2-D Conv / pool node,
@@ -639,8 +679,10 @@ def spatial_attrs(node, in_hw, kernel_hw, pool=False):
     a = node.attrs
     strides = tuple(int(v) for v in a.get('strides', (1, 1)))
     dilations = tuple(int(v) for v in a.get('dilations', (1, 1)))
-    if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1:
-        raise node_error(node, 'strides %s / dilations %s must be two positive ints' % (strides, dilations))
+    if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1 \
+            or max(strides + dilations) > MAX_SPATIAL:
+        raise node_error(node, 'strides %s / dilations %s must be two ints in [1, %d]'
+                         % (strides, dilations, MAX_SPATIAL))
     auto_pad = a.get('auto_pad', b'NOTSET')
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     ceil_mode = bool(a.get('ceil_mode', 0)) if pool else False
@@ -658,8 +700,8 @@ def spatial_attrs(node, in_hw, kernel_hw, pool=False):
         pads = (0, 0, 0, 0)
     elif auto_pad in ('NOTSET', ''):
         p = [int(v) for v in a.get('pads', (0, 0, 0, 0))]
-        if len(p) != 4 or min(p) < 0:
-            raise node_error(node, 'pads %s must be four ints >= 0 (2-D)' % (p,))
+        if len(p) != 4 or min(p) < 0 or max(p) > MAX_SPATIAL:
+            raise node_error(node, 'pads %s must be four ints in [0, %d] (2-D)' % (p, MAX_SPATIAL))
         pads = (p[0], p[1], p[2], p[3])
     else:
         raise node_error(node, 'unknown auto_pad %r' % auto_pad)
@@ -685,8 +727,11 @@ def _conv_shape(node, shapes, consts, opset):
     if len(x) != 4 or len(w) != 4:
         raise node_error(node, 'only 2-D convolutions are supported (input %s, weight %s)' % (x, w))
     group = int(node.attrs.get('group', 1))
-    if x[1] != w[1] * group or w[0] % group:
+    if group < 1 or x[1] != w[1] * group or w[0] % group:
         raise node_error(node, 'weight %s with group=%d does not match input %s' % (w, group, x))
+    b = shapes[2] if len(shapes) > 2 else None
+    if b is not None and tuple(b) != (w[0],):
+        raise node_error(node, 'bias of shape %s does not match the %d output channels' % (b, w[0]))
     kernel = tuple(node.attrs.get('kernel_shape', w[2:]))
     if tuple(kernel) != tuple(w[2:]):
         raise node_error(node, 'kernel_shape %s differs from the weight %s' % (kernel, w))

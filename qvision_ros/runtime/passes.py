@@ -60,6 +60,8 @@ def _output_dtype(node, ins, opset):
         return ins[1].dtype
     if op in _COMPARISONS:
         return np.dtype(bool)
+    if op == 'Where':
+        return ins[1].dtype             # input 0 is the condition
     return ins[0].dtype
 
 
@@ -106,11 +108,58 @@ def _guard_size(node, ins):
             r = len(shape_of(0))
             if len(pads) == 2 * r:
                 n = _prod([max(0, d + pads[i] + pads[i + r]) for i, d in enumerate(shape_of(0))])
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, RuntimeError, IndexError):   # Runtime: > 32 dims
         raise node_error(node, 'has invalid constant shape arguments') from None
     if n is not None and n > MAX_TENSOR_ELEMENTS:
         raise node_error(node, 'would produce a tensor of %d elements (more than the %d allowed)'
                          % (n, MAX_TENSOR_ELEMENTS))
+
+
+def _type_str(formal):
+    """The type parameter name of a schema's formal input (``typeStr`` before onnx 1.13)."""
+    t = getattr(formal, 'type_str', None)
+    return formal.typeStr if t is None else t
+
+
+def _check_input_types(node, ins, opset):
+    """Inputs that the op's ONNX schema binds to one type parameter (``T`` of Add, Concat...) have one
+    dtype: ONNX Runtime refuses such a model too, and the kernels would refuse it at the first run."""
+    from onnx import defs
+
+    if node.op in INTERNAL_OPS or node.op == 'Silu':
+        return
+    try:
+        formals = defs.get_schema(node.op, opset, '').inputs
+    except Exception:
+        return                      # not an ONNX operator: refused elsewhere
+    seen = {}
+    for k, v in enumerate(ins):
+        if v is None or v.dtype is None or not formals:
+            continue
+        t = _type_str(formals[min(k, len(formals) - 1)])    # the last formal input may be variadic
+        if seen.setdefault(t, v.dtype) != v.dtype:
+            raise node_error(node, 'inputs of one type %s are %s and %s (input %r): the model is corrupt'
+                             % (t, seen[t], v.dtype, v.name))
+
+
+def _check_qdq(node, ins):
+    """Quantisation parameters the int8 kernels can take: finite scales >= 0 (> 0 to quantise); and
+    DequantizeLinear reads uint8, int8 or int32 with a zero point of the same type (ONNX).  A crafted file
+    could otherwise hand the kernels values they refuse at the first run, or NaN multipliers."""
+    scale = ins[1].const if len(ins) > 1 and ins[1] is not None else None
+    if scale is not None and not (np.isfinite(scale).all() and (scale >= 0).all() and
+                                  (node.op == 'DequantizeLinear' or (scale > 0).all())):
+        raise node_error(node, 'scale %s must be finite and %s' % (
+            np.array2string(scale.reshape(-1)[:8], precision=3), '>= 0' if node.op == 'DequantizeLinear' else '> 0'))
+    if node.op == 'QuantizeLinear':
+        return
+    x = ins[0]
+    zp = ins[2] if len(ins) > 2 else None
+    if x is not None and x.dtype.name not in ('uint8', 'int8', 'int32'):
+        raise node_error(node, 'dequantizes %s data; it must be uint8, int8 or int32' % x.dtype)
+    if x is not None and zp is not None and zp.dtype != x.dtype:
+        raise node_error(node, 'zero point is %s but the data is %s; they must be of the same type'
+                         % (zp.dtype, x.dtype))
 
 
 def _prod(values):
@@ -147,6 +196,9 @@ def propagate(graph):
             if v is not None and v.shape is None:
                 raise node_error(node, 'input %r has an unknown shape' % v.name)
         _guard_size(node, ins)
+        if node.op in ('QuantizeLinear', 'DequantizeLinear'):
+            _check_qdq(node, ins)
+        _check_input_types(node, ins, graph.opset)
         present = [v for v in ins if v is not None]
         if node.op in REFERENCE and (all(v.is_const for v in present) or node.op in ('Shape', 'Size')):
             if node.op in ('Shape', 'Size'):
@@ -183,7 +235,12 @@ def propagate(graph):
         shapes = [None if v is None else v.shape for v in ins]
         if node.op in SHAPE:
             consts = [None if v is None else v.const for v in ins]
-            out_shapes = SHAPE[node.op](node, shapes, consts, graph.opset)
+            try:
+                out_shapes = SHAPE[node.op](node, shapes, consts, graph.opset)
+            except ModelError:
+                raise
+            except Exception as e:
+                raise node_error(node, 'invalid for inputs of shapes %s: %s' % (shapes, e)) from None
             dtype = _output_dtype(node, ins, graph.opset)
             out_types = [(s, dtype) for s in out_shapes]
         elif node.op in REFERENCE:

@@ -18,10 +18,18 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from qvision_kernels import KernelError
+
 from ..errors import ModelError
 from .lowering import LowerContext, lower
+from .ops import node_error
 
 ALIGN = 64
+# Upper bound on the activation memory of one plan - planned buffers, the arrays NumPy-only steps allocate
+# at each run and the copies of the outputs a run returns (the largest detectors at 1280 x 1280 need a few
+# hundred MiB): a model whose shapes would need more is refused before anything is allocated.  Raise it
+# here for larger inputs.
+MAX_ARENA_BYTES = 1 << 30
 
 
 class LayerRecord(NamedTuple):
@@ -79,7 +87,11 @@ class Plan:
             if not runtime:
                 raise ModelError('node %r (%s) has only constant inputs and cannot be folded'
                                  % (node.name, node.op))
-            lowered = lower(node, ctx)
+            try:
+                lowered = lower(node, ctx)
+            except KernelError as e:        # the kernel refused the node's constants (weights, scales...)
+                raise node_error(node, '%s: the model is corrupt or its quantisation parameters are invalid'
+                                 % e) from None
             steps.append((node, lowered, [slot[i] for i in runtime], [slot[o] if o else None
                                                                        for o in node.outputs]))
         self._slot = slot
@@ -139,6 +151,7 @@ class Plan:
                 last_read[i] = k
         outputs = set(self.output_slots)
         members = {}                        # storage id -> value slots stored there
+        fresh = 0                           # bytes of the arrays the NumPy-only steps allocate per run
         for k, (node, lowered, ins, outs) in enumerate(steps):
             extra = [('buffer',) + tuple(sc) for sc in lowered.scratch]
             outs = list(outs) + [None] * (len(lowered.specs) - len(outs)) + [None] * len(extra)
@@ -170,6 +183,9 @@ class Plan:
                     storage[o] = storage[ins[spec[1]]]
                     if storage[o] is not None:
                         members[storage[o]].append(o)
+                elif spec[0] == 'fresh':             # allocated by the step at every run, kept until the end
+                    v = self.graph.values[node.outputs[j]]
+                    fresh += int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
         last = list(defined)
         for k, (node, lowered, ins, outs) in enumerate(steps):
             for i in ins:
@@ -204,6 +220,14 @@ class Plan:
                 block_of[s] = b
             for s in ends.get(k, []):
                 free.append(block_of[s])
+        g = self.graph
+        copies = sum(int(np.prod(g.values[o].shape, dtype=np.int64)) * np.dtype(g.values[o].dtype).itemsize
+                     for o in g.outputs)        # run() returns copies of the outputs
+        total = int(sum(block_size)) + fresh + copies
+        if total > MAX_ARENA_BYTES:
+            raise ModelError('the model needs %d MiB of activation memory for inputs %s, more than the %d MiB '
+                             'allowed (qvision_ros.runtime.plan.MAX_ARENA_BYTES); use smaller input sizes'
+                             % (total >> 20, {i: g.values[i].shape for i in g.inputs}, MAX_ARENA_BYTES >> 20))
         blocks = []
         for size in block_size:
             raw = np.empty(size + ALIGN, np.uint8)

@@ -27,6 +27,10 @@ from .preprocess import Letterbox
 
 KINDS = ('auto', 'yolov5', 'yolov8', 'classifier')
 DEFAULT_MAX_CANDIDATES = 30000
+# NumPy floating-point warnings off where raw outputs are handled: NaN, Inf and values beyond float32 are
+# expected there (inf * 0, 1e30 * 1e30), are dropped explicitly, and must not warn (nor raise where
+# warnings are errors).
+_QUIET = dict(invalid='ignore', over='ignore', divide='ignore')
 
 
 @dataclass
@@ -183,15 +187,16 @@ def decode_yolov5(output, score_threshold=0.25, num_classes=None, max_candidates
     thr = _threshold(score_threshold, 'score_threshold')
     max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
     results = []
-    for image in out:
-        obj = image[:, 4].astype(np.float32)
-        # Objectness bounds the score from above (class scores are probabilities): a cheap first filter.
-        pre = np.flatnonzero(obj >= thr) if thr > 0 else np.arange(len(obj))
-        rows = image[pre]
-        cls = rows[:, 5:5 + nc].astype(np.float32)
-        cid = _argmax_rows(cls)
-        best = cls[np.arange(len(rows)), cid]
-        results.append(_finish(rows, obj[pre] * best, cid, thr, max_candidates))
+    with np.errstate(**_QUIET):   # NaN / Inf in raw outputs are expected and filtered below
+        for image in out:
+            obj = image[:, 4].astype(np.float32)
+            # Objectness bounds the score from above (class scores are probabilities): a cheap first filter.
+            pre = np.flatnonzero(obj >= thr) if thr > 0 else np.arange(len(obj))
+            rows = image[pre]
+            cls = rows[:, 5:5 + nc].astype(np.float32)
+            cid = _argmax_rows(cls)
+            best = cls[np.arange(len(rows)), cid]
+            results.append(_finish(rows, obj[pre] * best, cid, thr, max_candidates))
     return results
 
 
@@ -213,11 +218,12 @@ def decode_yolov8(output, score_threshold=0.25, num_classes=None, transposed=Fal
     thr = _threshold(score_threshold, 'score_threshold')
     max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
     results = []
-    for image in out:
-        cls = image[:, 4:4 + nc].astype(np.float32)
-        cid = _argmax_rows(cls)
-        best = cls[np.arange(len(cls)), cid]
-        results.append(_finish(image, best, cid, thr, max_candidates))
+    with np.errstate(**_QUIET):   # NaN / Inf in raw outputs are expected and filtered below
+        for image in out:
+            cls = image[:, 4:4 + nc].astype(np.float32)
+            cid = _argmax_rows(cls)
+            best = cls[np.arange(len(cls)), cid]
+            results.append(_finish(image, best, cid, thr, max_candidates))
     return results
 
 
@@ -285,7 +291,7 @@ class Decoder:
     def __init__(self, kind='auto', num_classes=None, score_threshold=0.25, nms_iou_threshold=0.45,
                  max_detections=300, agnostic_nms=False, classes=None, max_candidates=DEFAULT_MAX_CANDIDATES,
                  transposed=None, top_k=5):
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigError('kind must be one of %s, got %r' % (KINDS, kind))
         self.kind = kind
         self.num_classes = None if num_classes is None else _int_at_least(num_classes, 'num_classes', 1)
@@ -303,7 +309,7 @@ class Decoder:
                 raise ConfigError('classes must be None or a list of class ids >= 0, got %r' % (classes,))
             self.classes = np.unique(c).astype(np.int32)
         self.max_candidates = _int_at_least(max_candidates, 'max_candidates', 1)
-        if transposed not in (None, True, False):
+        if transposed is not None and not isinstance(transposed, (bool, np.bool_)):
             raise ConfigError('transposed must be None, True or False, got %r' % (transposed,))
         self.transposed = transposed
         self.top_k = _int_at_least(top_k, 'top_k', 1)
@@ -346,6 +352,8 @@ class Decoder:
     def _guess_transposed(self, shape):
         """True when a yolov8 output is [N, A, 4 + nc]: where 4 + num_classes is, else the smaller axis
         that can hold channels (at least 5)."""
+        if len(shape) < 2:
+            return False                   # decode_yolov8 refuses the rank
         dims = shape[-2:]
         if self.num_classes is not None:
             if dims[0] == 4 + self.num_classes:
@@ -359,6 +367,10 @@ class Decoder:
 
     def postprocess(self, det, letterbox=None):
         """Network-pixel candidates -> final detections (class filter, sanity, NMS, map, clip)."""
+        with np.errstate(**_QUIET):
+            return self._postprocess(det, letterbox)
+
+    def _postprocess(self, det, letterbox):
         if self.classes is not None and len(det):
             det = det.select(np.isin(det.class_ids, self.classes))
         boxes = det.boxes

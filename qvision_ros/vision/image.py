@@ -117,7 +117,7 @@ def _byte_view(data):
                          'array, got %s' % type(data).__name__)
     try:
         return np.frombuffer(data, dtype=np.uint8)
-    except (ValueError, TypeError) as exc:  # e.g. a non-contiguous memoryview
+    except (ValueError, TypeError, BufferError) as exc:  # e.g. a non-contiguous memoryview
         raise ImageError('image data cannot be read as a byte buffer: %s' % exc) from None
 
 

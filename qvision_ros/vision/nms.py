@@ -57,13 +57,14 @@ def descending_order(scores):
 
 def _iou_pairs(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2):
     """IoU of box pairs given as coordinate arrays of equal shape (float64, the definition above)."""
-    iw = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0)
-    ih = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0)
-    inter = iw * ih
-    area_a = np.maximum(ax2 - ax1, 0.0) * np.maximum(ay2 - ay1, 0.0)
-    area_b = np.maximum(bx2 - bx1, 0.0) * np.maximum(by2 - by1, 0.0)
-    union = area_a + area_b - inter
-    with np.errstate(invalid='ignore', divide='ignore'):
+    # Infinite coordinates give inf - inf = NaN on the way (no warning: that is the defined outcome).
+    with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
+        iw = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0)
+        ih = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0)
+        inter = iw * ih
+        area_a = np.maximum(ax2 - ax1, 0.0) * np.maximum(ay2 - ay1, 0.0)
+        area_b = np.maximum(bx2 - bx1, 0.0) * np.maximum(by2 - by1, 0.0)
+        union = area_a + area_b - inter
         # NaN anywhere gives a NaN union, for which union > 0 is False: IoU 0, no suppression.
         return np.where(union > 0.0, inter / np.where(union > 0.0, union, 1.0), 0.0)
 

@@ -62,7 +62,7 @@ class Letterbox:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise ConfigError('Letterbox.%s must be an integer, got %r' % (name, v))
             object.__setattr__(self, name, int(v))
-        if self.mode not in RESIZE_MODES:
+        if not isinstance(self.mode, str) or self.mode not in RESIZE_MODES:
             raise ConfigError('Letterbox.mode must be one of %s, got %r' % (RESIZE_MODES, self.mode))
         if min(self.src_w, self.src_h, self.dst_w, self.dst_h, self.resized_w, self.resized_h) < 1:
             raise ConfigError('Letterbox sizes must be >= 1: %r' % (self,))
@@ -79,7 +79,7 @@ class Letterbox:
         per axis (at least 1, at most dst); ``pad = (dst - resized) // 2`` (the extra pixel of an odd
         difference goes to the right / bottom).  ``stretch``: resized = dst, no padding.
         """
-        if mode not in RESIZE_MODES:
+        if not isinstance(mode, str) or mode not in RESIZE_MODES:
             raise ConfigError('resize mode must be one of %s, got %r' % (RESIZE_MODES, mode))
         if mode == 'stretch':
             return cls(src_w, src_h, dst_w, dst_h, mode, dst_w, dst_h, 0, 0)
@@ -151,6 +151,15 @@ def _positive_int(value, name, maximum=MAX_SIDE):
     return int(value)
 
 
+def _dtype(value):
+    """np.dtype(value), or ConfigError for something that is not a dtype."""
+    try:
+        return np.dtype(value)
+    except (TypeError, ValueError):
+        raise ConfigError('dtype must be a NumPy dtype (np.float32, np.float64, np.uint8 or np.int8), got %r'
+                          % (value,)) from None
+
+
 def _triple(value, name, positive):
     """A scalar or 3 finite numbers -> float tuple of 3; ConfigError otherwise."""
     try:
@@ -198,19 +207,19 @@ class Preprocessor:
                  layout='nhwc', dtype=None):
         self.input_width = _positive_int(input_width, 'input_width')
         self.input_height = _positive_int(input_height, 'input_height')
-        if resize_mode not in RESIZE_MODES:
+        if not isinstance(resize_mode, str) or resize_mode not in RESIZE_MODES:
             raise ConfigError('resize_mode must be one of %s, got %r' % (RESIZE_MODES, resize_mode))
         self.resize_mode = resize_mode
         if (isinstance(pad_value, (bool, np.bool_)) or not isinstance(pad_value, (int, np.integer))
                 or not 0 <= pad_value <= 255):
             raise ConfigError('pad_value must be an integer pixel value in [0, 255], got %r' % (pad_value,))
         self.pad_value = int(pad_value)
-        if channel_order not in CHANNEL_ORDERS:
+        if not isinstance(channel_order, str) or channel_order not in CHANNEL_ORDERS:
             raise ConfigError('channel_order must be one of %s, got %r' % (CHANNEL_ORDERS, channel_order))
         self.channel_order = channel_order
         self.mean = _triple(mean, 'mean', positive=False)
         self.std = _triple(std, 'std', positive=True)
-        if layout not in LAYOUTS:
+        if not isinstance(layout, str) or layout not in LAYOUTS:
             raise ConfigError('layout must be one of %s, got %r' % (LAYOUTS, layout))
         self.layout = layout
         if (input_scale is None) != (input_zero_point is None):
@@ -218,7 +227,7 @@ class Preprocessor:
                               'input); got input_scale=%r, input_zero_point=%r' % (input_scale, input_zero_point))
         self.quantized = input_scale is not None
         if self.quantized:
-            self.dtype = np.dtype(np.uint8 if dtype is None else dtype)
+            self.dtype = _dtype(np.uint8 if dtype is None else dtype)
             if self.dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
                 raise ConfigError('quantised input must have dtype uint8 or int8, got %s' % self.dtype)
             try:
@@ -237,13 +246,16 @@ class Preprocessor:
             self.input_scale = scale
             self.input_zero_point = int(input_zero_point)
         else:
-            self.dtype = np.dtype(np.float32 if dtype is None else dtype)
+            self.dtype = _dtype(np.float32 if dtype is None else dtype)
             if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
                 raise ConfigError('float input must have dtype float32 or float64 (integer dtypes need '
                                   'input_scale and input_zero_point), got %s' % self.dtype)
             self.input_scale = None
             self.input_zero_point = None
         self.lut = self._build_lut()
+        if not np.isfinite(self.lut).all():
+            raise ConfigError('mean=%r and std=%r make (p / 255 - mean) / std not finite in %s; give mean and '
+                              'std in 0..1 units (e.g. std=0.229)' % (mean, std, self.dtype))
         self._geometry = {}   # (src_w, src_h) -> Letterbox
         self._buffers = {}    # name -> array, reused across calls
 
@@ -251,12 +263,13 @@ class Preprocessor:
     def _build_lut(self):
         """``(1, 256, 3)`` table in the output dtype: entry ``[0, p, c]`` is the value of pixel p on channel c."""
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-        if self.dtype == np.float64:
-            x = (levels / 255.0 - np.asarray(self.mean)) / np.asarray(self.std)
-        else:
-            x = normalize_float32(levels, self.mean, self.std)
-        if self.quantized:
-            x = quantize(x, self.input_scale, self.input_zero_point, dtype=self.dtype)
+        with np.errstate(over='ignore', divide='ignore', invalid='ignore'):   # checked by the caller
+            if self.dtype == np.float64:
+                x = (levels / 255.0 - np.asarray(self.mean)) / np.asarray(self.std)
+            else:
+                x = normalize_float32(levels, self.mean, self.std)
+            if self.quantized:
+                x = quantize(x, self.input_scale, self.input_zero_point, dtype=self.dtype)
         return np.ascontiguousarray(x.astype(self.dtype).reshape(1, 256, 3))
 
     # -- shapes -------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ Use::
     ...
     rclpy_double.uninstall()
 
+``rclpy.init()`` installs SIGINT/SIGTERM handlers that shut the contexts down, as rclpy's do
+(:mod:`rclpy_double.rclpy.signals`); :func:`uninstall` removes them.
+
 The transport is an in-process graph (:mod:`rclpy_double.rclpy.context`): CDR round trips through rosbags,
 QoS matching, transient-local history, KEEP_LAST queues.  What the double does *not* model: DDS
 discovery delays, services (lifecycle and parameter services), callback groups, multi-threaded
@@ -84,6 +87,9 @@ def uninstall():
     if _saved is None:
         return
     old_modules, old_path = _saved
+    signals = sys.modules.get('rclpy.signals')
+    if signals is not None:         # rclpy.init() installed SIGINT/SIGTERM handlers; try_shutdown() keeps them
+        signals.uninstall_signal_handlers()
     for n in list(sys.modules):
         if _is_double_module(n) or n in registry().modules():
             del sys.modules[n]

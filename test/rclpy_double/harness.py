@@ -3,7 +3,8 @@
 ``ros_session()`` installs the double and initialises a fresh context; :func:`probe` is a plain node that
 publishes frames and records what comes out; :func:`cached_engine_factory` shares one compiled engine per
 model file across the tests of a process (compiling the shipped detector takes about a second);
-:class:`SlowEngine` wraps an engine to make inference slow on purpose.
+:class:`SlowEngine` wraps an engine to make inference slow on purpose; :func:`ros2_param_set` changes a
+parameter the way ``ros2 param set`` does.
 """
 import contextlib
 import functools
@@ -103,6 +104,24 @@ def executor(*nodes):
     for n in nodes:
         ex.add_node(n)
     return ex
+
+
+def ros2_param_set(node, name, text):
+    """``ros2 param set <node> <name> <text>``: ros2param reads the text (``get_parameter_value``), the request
+    crosses the wire (a CDR round trip) and rclpy's set_parameters service callback hands
+    ``Parameter.from_parameter_msg`` to ``set_parameters_atomically`` - so a list arrives as the message's
+    ``array.array``, not as a Python list.  Returns the SetParametersResult."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import SetParametersResult
+    from rclpy.exceptions import ParameterNotDeclaredException
+    from rclpy.parameter import Parameter, get_parameter_value
+    reg = rclpy_double.registry()
+    request = ParameterMsg(name=name, value=get_parameter_value(text))
+    received = reg.deserialize(reg.serialize(request), request._typename)
+    try:
+        return node.set_parameters_atomically([Parameter.from_parameter_msg(received)])
+    except ParameterNotDeclaredException as exc:
+        return SetParametersResult(successful=False, reason=str(exc))
 
 
 def errors_logged(contains=''):

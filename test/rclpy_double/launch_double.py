@@ -6,8 +6,9 @@ execution a value outside ``choices`` is an error), ``opaque_function.py``, ``su
 launch_configuration.py`` and ``path_join_substitution.py``; ``launch_ros/actions/node.py`` (keyword-only
 ``executable``, ``package``, ``name``, ``namespace``, ``exec_name``, ``parameters``, ``remappings``,
 ``ros_arguments``, ``arguments`` plus ExecuteProcess options; the command line it builds: ``--ros-args``,
-``-r __node:=``, ``-r __ns:=`` (absolute), ``--params-file`` for files and for dicts written as
-``/**: ros__parameters:``, ``-r src:=dst`` for remappings), ``actions/lifecycle_node.py`` (``name`` and
+``-r __node:=``, ``-r __ns:=`` (absolute), ``--params-file`` for files and for dicts - written under the
+node's full name when ``name`` and ``namespace`` are both given, else under ``/**`` - and ``-r src:=dst`` for
+remappings), ``actions/lifecycle_node.py`` (``name`` and
 ``namespace`` required), ``parameter_descriptions.py`` (ParameterValue with ``value_type``) and
 ``substitutions/find_package.py`` (FindPackageShare).
 
@@ -85,6 +86,12 @@ class DeclareLaunchArgument:
         self.default_value = default_value
         self.description = description
         self.choices = None if choices is None else list(choices)
+        if self.choices is not None:       # checked at construction too, for a plain-text default
+            if not self.choices:
+                raise RuntimeError('Provided choices arg is empty. Use None to ignore the choice list.')
+            if isinstance(default_value, str) and default_value not in self.choices:
+                raise RuntimeError('Provided default_value "%s" is not in provided choices "%s".'
+                                   % (default_value, self.choices))
 
     def execute(self, context):
         if self.name not in context.launch_configurations:
@@ -133,7 +140,7 @@ class Node:
         self.arguments = list(arguments or [])
         self.kwargs = kwargs
 
-    def _params_file(self, params, tmpdir):
+    def _params_file(self, params, tmpdir, node_name=None):
         values = {}
         for k, v in params.items():
             if isinstance(v, ParameterValue):
@@ -141,20 +148,24 @@ class Node:
             else:
                 values[k] = v
         path = os.path.join(tmpdir, 'params_%d.yaml' % len(os.listdir(tmpdir)))
-        with open(path, 'w') as f:
-            yamlio.dump({'/**': {'ros__parameters': values}}, f)
+        with open(path, 'w') as f:      # launch_ros: under the node's full name when name and namespace are given
+            yamlio.dump({node_name or '/**': {'ros__parameters': values}}, f)
         return path
 
     def execute(self, context):
         args = ['--ros-args'] + [_perform(a, context) for a in self.ros_arguments]
+        name = ns = None
         if self.name is not None:
-            args += ['-r', '__node:=' + _perform(self.name, context)]
+            name = _perform(self.name, context)
+            args += ['-r', '__node:=' + name]
         if self.namespace is not None:
             ns = _perform(self.namespace, context)
-            args += ['-r', '__ns:=' + (ns if ns.startswith('/') else '/' + ns)]
+            ns = ns if ns.startswith('/') else '/' + ns
+            args += ['-r', '__ns:=' + ns]
+        full_name = None if name is None or ns is None else ns.rstrip('/') + '/' + name
         for params in self.parameters:
             if isinstance(params, dict):
-                args += ['--params-file', self._params_file(params, context.tmpdir)]
+                args += ['--params-file', self._params_file(params, context.tmpdir, full_name)]
             else:
                 path = os.path.abspath(_perform(params, context))
                 if not os.path.isfile(path):

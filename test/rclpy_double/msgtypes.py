@@ -155,6 +155,12 @@ class Registry:
             if isinstance(value, array.array):
                 return np.frombuffer(value.tobytes(), dtype=dtype).copy()
             return np.array(value, dtype=dtype)
+        if sub_kind == Nodetype.BASE and sub_detail[0] in ('bool', 'byte', 'octet'):
+            # rclpy keeps boolean[] as a list of bool and byte[] as a list of 1-byte bytes; rosbags' CDR
+            # writer takes NumPy arrays for them
+            if sub_detail[0] == 'bool':
+                return np.array(value, dtype=bool).reshape(-1)
+            return np.array([v[0] if isinstance(v, (bytes, bytearray)) else v for v in value], np.uint8)
         return [self._value_to_rosbags(v, (sub_kind, sub_detail)) for v in value]
 
     def from_rosbags(self, obj, typename):
@@ -180,6 +186,10 @@ class Registry:
             out = array.array(code)
             out.frombytes(arr.tobytes())
             return out
+        if sub_kind == Nodetype.BASE and sub_detail[0] == 'bool':
+            return [bool(v) for v in value]
+        if sub_kind == Nodetype.BASE and sub_detail[0] in ('byte', 'octet'):
+            return [bytes([int(v) & 0xFF]) for v in value]
         return [self._value_from_rosbags(v, (sub_kind, sub_detail)) for v in value]
 
     def serialize(self, msg):

@@ -3,15 +3,25 @@
 See ``rclpy_double/__init__.py`` for what it covers and which sources it was written from.
 """
 from . import utilities
+from .signals import SignalHandlerOptions, install_signal_handlers, register_context, uninstall_signal_handlers
 from .utilities import get_default_context, ok, try_shutdown
 
 
 def init(*, args=None, context=None, domain_id=None, signal_handler_options=None):
-    (context or get_default_context()).init(args)
+    context = get_default_context() if context is None else context
+    if signal_handler_options is None:
+        signal_handler_options = (SignalHandlerOptions.ALL if context is get_default_context()
+                                  else SignalHandlerOptions.NO)
+    install_signal_handlers(signal_handler_options)
+    context.init(args)
+    register_context(context)
 
 
 def shutdown(*, context=None, uninstall_handlers=None):
     (context or get_default_context()).shutdown()
+    if uninstall_handlers or (uninstall_handlers is None and (context is None
+                                                              or context is get_default_context())):
+        uninstall_signal_handlers()
 
 
 _global_executor = None

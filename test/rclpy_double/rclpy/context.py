@@ -10,7 +10,8 @@ publisher keeps its last ``depth`` messages for late-joining TRANSIENT_LOCAL sub
 
 ROS arguments (``rclpy.init(args=[..., '--ros-args', ...])``, rcl ``rcl_parse_arguments``): ``-p name:=value``,
 ``--params-file file`` (rcl_yaml_param_parser layout: ``<node>: ros__parameters: {...}`` with ``/**`` and
-``/**/name`` wildcards, nested keys joined by '.') and ``-r __ns:=/ns`` / ``-r __node:=name``.
+``/**/name`` wildcards, nested keys joined by '.'; merged as rcl merges them, see :class:`RosArguments`)
+and ``-r __ns:=/ns`` / ``-r __node:=name``.
 """
 import collections
 import threading
@@ -138,11 +139,18 @@ def _match(pattern, fqn):
 
 
 class RosArguments:
-    """The subset of ROS command-line arguments the double understands."""
+    """The subset of ROS command-line arguments the double understands.
+
+    Parameter overrides are kept as rcl keeps them (``rcl_arguments_get_param_overrides``, ros2/rcl
+    ``rcl_yaml_param_parser/src/parse.c`` ``find_node``): one table of node keys in the order each key first
+    appears on the command line, over every ``--params-file`` and ``-p`` (which is the key ``/**``); a later
+    value of the same key and name replaces the earlier one in place.  rclpy then applies the keys that match
+    the node in that order (``_populate_node_parameters_from_rcl_params``) - so a node-specific key of a
+    params file wins over a ``-p`` or a later file's ``/**``, whatever their order on the command line.
+    """
 
     def __init__(self, args):
-        self.params_files = []
-        self.params = {}
+        self.node_params = {}       # node key -> {parameter: value}, keys in order of first appearance
         self.remaps = {}
         self.log_level = None
         args = list(args or [])
@@ -155,11 +163,12 @@ class RosArguments:
             if a == '--':
                 break
             if a == '--params-file':
-                self.params_files.append(_params_from_yaml(rest[i + 1]))
+                for key, values in _params_from_yaml(rest[i + 1]).items():
+                    self.node_params.setdefault(key, {}).update(values)
                 i += 2
             elif a in ('-p', '--param'):
                 name, _, text = rest[i + 1].partition(':=')
-                self.params[name] = yamlio.load(text)
+                self.node_params.setdefault('/**', {})[name] = yamlio.load(text)
                 i += 2
             elif a == '--log-level':
                 self.log_level = rest[i + 1]
@@ -172,13 +181,11 @@ class RosArguments:
                 raise ValueError('the rclpy double does not understand the ROS argument %r' % a)
 
     def overrides_for(self, fqn):
-        """{name: value} for the node ``fqn``: files in order (later wins), then -p."""
+        """{name: value} for the node ``fqn``: the matching keys in the order they first appeared."""
         out = {}
-        for params in self.params_files:
-            for key, values in params.items():
-                if _match(key, fqn):
-                    out.update(values)
-        out.update(self.params)
+        for key, values in self.node_params.items():
+            if _match(key, fqn):
+                out.update(values)
         return out
 
 

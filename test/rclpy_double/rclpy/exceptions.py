@@ -1,5 +1,8 @@
 """rclpy.exceptions of the double (ros2/rclpy ``rclpy/rclpy/exceptions.py``): the parameter exceptions
-with the same messages, and the name validation errors."""
+with the same messages, the name validation errors, and ``InvalidHandle`` (the C extension's)."""
+from .impl.implementation_singleton import rclpy_implementation as _rclpy
+
+InvalidHandle = _rclpy.InvalidHandle
 
 
 class NotInitializedException(Exception):

@@ -2,13 +2,15 @@
 
 ``SingleThreadedExecutor``: ``add_node`` / ``remove_node`` / ``get_nodes``, ``spin_once(timeout_sec)``
 runs at most one ready callback (None or negative: wait until one is ready; 0: do not wait), ``spin()``
-until the context shuts down, ``shutdown()``.  Per node, ready timers come before subscriptions, as in
+until the context shuts down (raising ExternalShutdownException when that happens while it waits, as
+rclpy's does), ``shutdown()``.  Per node, ready timers come before subscriptions, as in
 the original's wait-set order.  ``spin_once`` raises ``ExternalShutdownException`` when the context was
-shut down while waiting.  Callbacks run in the thread that spins; other threads may publish (the graph
+shut down while waiting, and RCLError when it was already down (rclpy cannot build its wait set).  Callbacks run in the thread that spins; other threads may publish (the graph
 is locked) - that is how a worker thread hands results back in the real thing too.
 """
 import time as _time
 
+from .impl.implementation_singleton import rclpy_implementation as _rclpy
 from .utilities import get_default_context
 
 
@@ -77,6 +79,11 @@ class Executor:
     def spin_once(self, timeout_sec=None):
         if self._is_shutdown:
             raise ShutdownException()
+        if not self._context.ok():
+            # rclpy builds its wait set on the context first; spin() checks ok() just before, so a context
+            # shut down in between by the signal handler's thread ends spin() with this (ros2/rclpy#398)
+            raise _rclpy.RCLError('failed to initialize wait set: the given context is not valid, either '
+                                  'rcl_init() was not called or rcl_shutdown() was called.')
         deadline = None if timeout_sec is None or timeout_sec < 0 else _time.monotonic() + timeout_sec
         while True:
             if not self._context.ok():
@@ -102,13 +109,10 @@ class Executor:
             any(t.is_ready() for n in self._nodes for t in n.timers)
 
     def spin(self):
+        # As rclpy's: ExternalShutdownException from spin_once (the context was shut down - Ctrl-C - while
+        # waiting) goes to the caller; spin() returns by itself only when the context was already down.
         while self._context.ok() and not self._is_shutdown:
-            try:
-                self.spin_once()
-            except ExternalShutdownException:
-                if self._context.ok():
-                    raise
-                return
+            self.spin_once()
 
 
 class SingleThreadedExecutor(Executor):

@@ -25,11 +25,13 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 
 from .clock import ROSClock
 from .context import RosArguments
-from .exceptions import (InvalidNamespaceException, InvalidNodeNameException, InvalidParameterTypeException,
+from .exceptions import (InvalidHandle, InvalidNamespaceException, InvalidNodeNameException,
+                         InvalidParameterTypeException,
                          InvalidParameterValueException, InvalidTopicNameException,
                          NotInitializedException, ParameterAlreadyDeclaredException,
                          ParameterImmutableException, ParameterNotDeclaredException,
                          ParameterUninitializedException)
+from .impl.implementation_singleton import rclpy_implementation as _rclpy
 from .logging import get_logger
 from .parameter import Parameter
 from .qos import HistoryPolicy, QoSProfile
@@ -92,7 +94,9 @@ class Publisher:
         if not isinstance(msg, self.msg_type):
             raise TypeError('Expected {}, got {}'.format(self.msg_type, type(msg)))
         if self._destroyed:
-            raise RuntimeError('publisher on %s was destroyed' % self.topic_name)
+            raise InvalidHandle('cannot use Destroyable because destruction was requested')
+        if not self._node.context.ok():
+            raise _rclpy.RCLError("Failed to publish: publisher's context is invalid")
         reg = registry()
         check_message(msg, msg._typename, reg.store, type(msg).__name__, reg.classes, strict=True)
         self._graph.publish(self, msg)
@@ -213,6 +217,7 @@ class Node:
         _validate_namespace(namespace)
         self._name = node_name
         self._namespace = namespace
+        self._destroyed = False
         self._topic_remaps = remaps
         self._parameters = {}
         self._descriptors = {}
@@ -223,7 +228,6 @@ class Node:
         self._timers = []
         self._logger = get_logger(self.get_fully_qualified_name().lstrip('/').replace('/', '.'))
         self._clock = ROSClock()
-        self._destroyed = False
         self._parameter_overrides = {}
         for source in (args, local):
             if source is not None:
@@ -252,13 +256,22 @@ class Node:
     def timers(self):
         yield from self._timers
 
+    def _check_handle(self):
+        """rclpy: every call that goes through the node's handle (``with self.handle``) raises once
+        destroy_node() ran - its name, topics, new publishers and subscriptions, graph queries."""
+        if self._destroyed:
+            raise InvalidHandle('cannot use Destroyable because destruction was requested')
+
     def get_name(self):
+        self._check_handle()
         return self._name
 
     def get_namespace(self):
+        self._check_handle()
         return self._namespace
 
     def get_fully_qualified_name(self):
+        self._check_handle()
         return ('/' if self._namespace == '/' else self._namespace + '/') + self._name
 
     def get_logger(self):
@@ -377,9 +390,11 @@ class Node:
     def _set_parameters_atomically(self, parameter_list):
         if not all(isinstance(p, Parameter) for p in parameter_list):
             raise TypeError("parameter must be instance of type '{}'".format(repr(Parameter)))
-        undeclared = [p.name for p in parameter_list if p.name not in self._parameters]
-        if not self._allow_undeclared_parameters and undeclared:
-            raise ParameterNotDeclaredException(undeclared)
+        # rclpy's own quirk kept: any() consumes the generator up to the first undeclared name, so the
+        # message lists only those after it ('...undeclared parameter(s): []' for a single one)
+        undeclared = (p.name for p in parameter_list if p.name not in self._parameters)
+        if not self._allow_undeclared_parameters and any(undeclared):
+            raise ParameterNotDeclaredException(list(undeclared))
         return self._set_parameters_atomically_common(parameter_list)
 
     def _set_parameters_atomically_common(self, parameter_list, descriptors=None, allow_not_set_type=False):
@@ -471,6 +486,7 @@ class Node:
 
     # -- topics --------------------------------------------------------------------------------------
     def resolve_topic_name(self, topic, *, only_expand=False):
+        self._check_handle()
         _validate_topic_name(topic)
         if topic.startswith('~'):
             name = self.get_fully_qualified_name() + topic[1:]
@@ -505,6 +521,7 @@ class Node:
 
     def create_publisher(self, msg_type, topic, qos_profile, *, callback_group=None, event_callbacks=None,
                          qos_overriding_options=None, publisher_class=Publisher):
+        self._check_handle()
         self._check_msg_type(msg_type)
         pub = publisher_class(self, msg_type, topic, self._qos(qos_profile))
         self._publishers.append(pub)
@@ -513,6 +530,7 @@ class Node:
 
     def create_subscription(self, msg_type, topic, callback, qos_profile, *, callback_group=None,
                             event_callbacks=None, qos_overriding_options=None, raw=False):
+        self._check_handle()
         self._check_msg_type(msg_type)
         sub = Subscription(self, msg_type, topic, callback, self._qos(qos_profile), raw)
         self._subscriptions.append(sub)

@@ -3,6 +3,10 @@
 ``Parameter.Type.from_parameter_value`` infers the type from a Python value exactly as rclpy does -
 including its quirk that an empty list is a BYTE_ARRAY (``all()`` of nothing is true) - and
 ``Parameter(name, type_, value)`` raises ValueError when type and value disagree.
+``Parameter.from_parameter_msg`` is what the parameter services build from a request: its value is the
+message field as is, so an integer or double list is an ``array.array`` ('q' / 'd'), not a list (a
+parameters file or ``-p`` gives lists).  :func:`get_parameter_value` is ``ros2 param set``'s reading of its
+value text (YAML, then the type).
 """
 import array
 from enum import Enum
@@ -79,6 +83,12 @@ class Parameter:
                     all(isinstance(v, str) for v in parameter_value)
             return False
 
+    @classmethod
+    def from_parameter_msg(cls, param_msg):
+        type_ = Parameter.Type(param_msg.value.type)
+        field = _VALUE_FIELDS.get(type_)
+        return cls(param_msg.name, type_, None if field is None else getattr(param_msg.value, field))
+
     def __init__(self, name, type_=None, value=None):
         if type_ is None:
             type_ = Parameter.Type.from_parameter_value(value)
@@ -104,13 +114,7 @@ class Parameter:
 
     def get_parameter_value(self):
         pv = ParameterValue(type=self.type_.value)
-        field = {
-            Parameter.Type.BOOL: 'bool_value', Parameter.Type.INTEGER: 'integer_value',
-            Parameter.Type.DOUBLE: 'double_value', Parameter.Type.STRING: 'string_value',
-            Parameter.Type.BYTE_ARRAY: 'byte_array_value', Parameter.Type.BOOL_ARRAY: 'bool_array_value',
-            Parameter.Type.INTEGER_ARRAY: 'integer_array_value',
-            Parameter.Type.DOUBLE_ARRAY: 'double_array_value',
-            Parameter.Type.STRING_ARRAY: 'string_array_value'}.get(self.type_)
+        field = _VALUE_FIELDS.get(self.type_)
         if field is not None:
             setattr(pv, field, self.value)
         return pv
@@ -120,3 +124,43 @@ class Parameter:
 
     def __repr__(self):
         return 'Parameter(%r, %s, %r)' % (self._name, self._type_, self._value)
+
+
+_VALUE_FIELDS = {
+    Parameter.Type.BOOL: 'bool_value', Parameter.Type.INTEGER: 'integer_value',
+    Parameter.Type.DOUBLE: 'double_value', Parameter.Type.STRING: 'string_value',
+    Parameter.Type.BYTE_ARRAY: 'byte_array_value', Parameter.Type.BOOL_ARRAY: 'bool_array_value',
+    Parameter.Type.INTEGER_ARRAY: 'integer_array_value', Parameter.Type.DOUBLE_ARRAY: 'double_array_value',
+    Parameter.Type.STRING_ARRAY: 'string_array_value'}
+
+
+def get_parameter_value(string_value):
+    """The ParameterValue of a value typed on the command line (``ros2 param set``): read as YAML, then a
+    bool, int, float, list of one of those or of strings - else the text as a string."""
+    from rclpy_double import yamlio
+    try:
+        yaml_value = yamlio.load(string_value)
+    except Exception:          # rclpy catches yaml.parser.ParserError
+        yaml_value = string_value
+    value = ParameterValue()
+    if isinstance(yaml_value, bool):
+        value.type, value.bool_value = ParameterType.PARAMETER_BOOL, yaml_value
+    elif isinstance(yaml_value, int):
+        value.type, value.integer_value = ParameterType.PARAMETER_INTEGER, yaml_value
+    elif isinstance(yaml_value, float):
+        value.type, value.double_value = ParameterType.PARAMETER_DOUBLE, yaml_value
+    elif isinstance(yaml_value, list):
+        for kind, field, check in ((ParameterType.PARAMETER_BOOL_ARRAY, 'bool_array_value', bool),
+                                   (ParameterType.PARAMETER_INTEGER_ARRAY, 'integer_array_value', int),
+                                   (ParameterType.PARAMETER_DOUBLE_ARRAY, 'double_array_value', float),
+                                   (ParameterType.PARAMETER_STRING_ARRAY, 'string_array_value', str)):
+            if all(isinstance(v, check) for v in yaml_value):
+                value.type = kind
+                setattr(value, field, yaml_value)
+                break
+        else:
+            value.type, value.string_value = ParameterType.PARAMETER_STRING, string_value
+    else:
+        value.type = ParameterType.PARAMETER_STRING
+        value.string_value = yaml_value if yaml_value is not None else string_value
+    return value

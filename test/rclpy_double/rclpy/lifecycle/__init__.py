@@ -3,20 +3,18 @@ the state machine is rcl_lifecycle's default one, ros2/rcl ``rcl_lifecycle/src/d
 
 States: unconfigured(1), inactive(2), active(3), finalized(4); transition states configuring(10),
 cleaningup(11), shuttingdown(12), activating(13), deactivating(14), errorprocessing(15).  A trigger
-that is not valid from the current state raises ``RCLError`` (the C extension's error).  A callback's
-``SUCCESS`` / ``FAILURE`` / ``ERROR`` picks the goal state; ERROR goes through ``on_error`` (SUCCESS there
--> unconfigured, otherwise finalized); an exception in a callback counts as ERROR.  Lifecycle publishers
-publish only while activated (``LifecycleNode.on_activate``/``on_deactivate`` enable them; a subclass
-that overrides those must call ``super()``).
+that is not valid from the current state raises ``RCLError`` (the C extension's error: reach it as
+``rclpy.impl.implementation_singleton.rclpy_implementation.RCLError``; rclpy.lifecycle does not export it).
+A callback's ``SUCCESS`` / ``FAILURE`` / ``ERROR`` picks the goal state; ERROR goes through ``on_error``
+(SUCCESS there -> unconfigured, otherwise finalized); an exception in a callback counts as ERROR.
+Lifecycle publishers publish only while activated (``LifecycleNode.on_activate``/``on_deactivate`` enable
+them; a subclass that overrides those must call ``super()``).
 """
 import enum
 from typing import NamedTuple
 
+from ..impl.implementation_singleton import rclpy_implementation as _rclpy
 from ..node import Node, Publisher
-
-
-class RCLError(RuntimeError):
-    """Error raised by the rcl layer (rclpy's ``_rclpy.RCLError``)."""
 
 
 class TransitionCallbackReturn(enum.Enum):
@@ -149,7 +147,7 @@ class LifecycleNodeMixin(ManagedEntity):
     def _change_state(self, transition_id):
         start, via = _TRIGGERS[transition_id]
         if self._state_id != start:
-            raise RCLError('Transition is not registered: transition %d from state %s'
+            raise _rclpy.RCLError('Transition is not registered: transition %d from state %s'
                            % (transition_id, _LABELS[self._state_id]))
         previous = self._current_state
         self._state_id = via
@@ -179,7 +177,7 @@ class LifecycleNodeMixin(ManagedEntity):
     def trigger_shutdown(self):
         ids = {1: 5, 2: 6, 3: 7}
         if self._state_id not in ids:
-            raise RCLError('Shutdown transtion not possible')
+            raise _rclpy.RCLError('Shutdown transtion not possible')
         return self._change_state(ids[self._state_id])
 
     def add_managed_entity(self, entity):
@@ -206,4 +204,4 @@ class LifecycleNode(LifecycleNodeMixin, Node):
 
 
 __all__ = ['LifecycleNodeMixin', 'LifecycleNode', 'LifecycleState', 'LifecyclePublisher', 'ManagedEntity',
-           'SimpleManagedEntity', 'TransitionCallbackReturn', 'State', 'RCLError']
+           'SimpleManagedEntity']
