@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from models import model_bytes
+from qvision_ros.errors import DataError
 from qvision_ros import cli as qvision_cli
 from qvision_ros.quantization import QuantConfig, calibrate, prepare
 from qvision_ros.quantization import cli
@@ -89,6 +90,10 @@ def test_errors_exit_2_with_a_message(tmp_path):
     assert code == 2 and 'NAME=PREFIX' in stderr
     code, _, stderr = _run([DETECTOR, '--calib', 'x', '--out', 'o.onnx', '--input-size', '640'])
     assert code == 2 and 'WIDTHxHEIGHT' in stderr
+    # the qvision command's --debug shows the traceback instead
+    assert qvision_cli.main(['quantize', DETECTOR, '--calib', str(tmp_path / 'none'), '--out', 'o.onnx']) == 2
+    with pytest.raises(DataError, match='does not exist'):
+        qvision_cli.main(['quantize', DETECTOR, '--calib', str(tmp_path / 'none'), '--out', 'o.onnx', '--debug'])
 
 
 def test_wired_as_a_qvision_subcommand(tmp_path, capsys):

@@ -102,12 +102,14 @@ def config_from_args(args):
 
 def run(args, stdout=None, stderr=None):
     """Run ``qvision quantize`` with parsed ``args``; returns the exit code (0 done, 2 a classified
-    error, reported on stderr)."""
+    error, reported on stderr; with ``args.debug`` - the ``qvision --debug`` switch - it propagates)."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
         return _run(args, stdout)
     except QVisionError as e:
+        if getattr(args, 'debug', False):
+            raise
         stderr.write('qvision quantize: error: %s\n' % e)
         return 2
 
