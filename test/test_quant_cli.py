@@ -43,9 +43,10 @@ def test_image_folder_and_uint8_array_go_through_the_runtime_preprocessing(frame
     config = QuantConfig(progress=False, observer='minmax')
     prep = prepare(DETECTOR, config)
     pre = Preprocessor(320, 320, resize_mode='letterbox', pad_value=114, channel_order='rgb', layout='nchw')
-    expected = calibrate(prep, [pre(f)[0] for f in frames], config, tensors=['images', '/detector/p2/p2.0/act/Mul_output_0'])
+    tensors = ['images', '/detector/p2/p2.0/act/Mul_output_0']
+    expected = calibrate(prep, [pre(f)[0] for f in frames], config, tensors=tensors)
     for source in (folder, tmp_path / 'frames.npy'):
-        got = calibrate(prep, str(source), config, tensors=['images', '/detector/p2/p2.0/act/Mul_output_0'])
+        got = calibrate(prep, str(source), config, tensors=tensors)
         assert got.num_images == 4 and got.params == expected.params
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from models import MODELS, model_bytes
+from models import model_bytes
 from qvision_ros.quantization import QuantConfig, calibrate, prepare, quantize
 from qvision_ros.quantization import detector as det
 from qvision_ros.runtime import Engine

@@ -252,8 +252,9 @@ class Analysis:
             return w.ndim == 4 and len(self.value(n.inputs[0]).shape) == 4
         if n.op == 'Gemm':
             a = n.attrs
+            channels = w.shape[0 if a.get('transB', 0) else 1] if w.ndim == 2 else None
             return (w.ndim == 2 and not a.get('transA', 0) and a.get('alpha', 1.0) == 1.0 and
-                    a.get('beta', 1.0) == 1.0 and (not b or self.const(b).size == w.shape[0 if a.get('transB', 0) else 1]))
+                    a.get('beta', 1.0) == 1.0 and (not b or self.const(b).size == channels))
         return w.ndim == 2 and len(self.value(n.inputs[0]).shape) >= 2        # MatMul
 
     def _fuse_activations(self, units):
