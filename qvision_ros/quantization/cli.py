@@ -139,10 +139,23 @@ def _run(args, out):
                              extra={'model': args.model, 'out': args.out, 'observer': config.observer.value,
                                     'weight_bits': config.weight_bits})
         worst = sorted(report.layers, key=lambda l: l.sqnr_db)[:3]
-        out.write('report: %s; most sensitive layers: %s; suggested float blocks: %s\n'
-                  % (', '.join(paths.values()), ', '.join('%s (%.1f dB)' % (l.name, l.sqnr_db) for l in worst),
-                     ', '.join(report.choice.keep_float_blocks) or 'none'))
+        out.write('report: %s; most sensitive layers: %s\n'
+                  % (', '.join(paths.values()), ', '.join('%s (%.1f dB)' % (l.name, l.sqnr_db) for l in worst)))
+        out.write(_choice_line(report))
     return 0
+
+
+def _choice_line(report):
+    """The automatic choice of float blocks, said plainly when no quantised variant meets the budget."""
+    choice, full = report.choice, report.int8
+    if report.min_sqnr_db is not None and choice.size_bytes >= report.fp32.size_bytes:
+        return ('no quantised variant reaches the %.1f dB budget (all int8: %.1f dB), so the suggestion is to keep '
+                'every block float.  The SQNR averages the output channels alike, so a detector\'s near-zero '
+                'background scores weigh as much as its boxes: judge by the task metric (qvision eval on the '
+                'written model) or set a lower --budget\n' % (report.min_sqnr_db, full.sqnr_db))
+    return ('suggested float blocks: %s (output SQNR %.1f dB, %d bytes; all int8: %.1f dB, %d bytes)\n'
+            % (', '.join(choice.keep_float_blocks) or 'none', choice.sqnr_db, choice.size_bytes, full.sqnr_db,
+               full.size_bytes))
 
 
 def main(argv=None):
