@@ -20,10 +20,12 @@ def test_sqnr_golden():
     y = [[np.array([[[1.0, 1.0], [100.0, 100.0]]])]]            # one output [1, 2, 2]: channels 1 and 100
     same = sqnr_db(y, y)
     assert same == MAX_SQNR_DB
-    # channel 0: noise 0.02 on signal 2 (ratio 1e-2); channel 1: noise 2 on signal 20000 (ratio 1e-4)
+    # channel 0: noise 0.02 on signal 2 (20 dB); channel 1: noise 2 on signal 20000 (40 dB): the mean in dB
     noisy = [[np.array([[[1.1, 0.9], [101.0, 99.0]]])]]
-    expected = -10 * np.log10((1e-2 + 1e-4) / 2)
-    assert abs(sqnr_db(noisy, y) - expected) < 1e-9
+    assert abs(sqnr_db(noisy, y) - 30.0) < 1e-9
+    # one channel exact and one 20 dB: the exact one counts as MAX_SQNR_DB, not infinity
+    half = [[np.array([[[1.1, 0.9], [100.0, 100.0]]])]]
+    assert abs(sqnr_db(half, y) - (20.0 + MAX_SQNR_DB) / 2) < 1e-9
     # one flat vector: the whole tensor is one channel
     assert abs(sqnr_db([[np.array([1.1, 0.9])]], [[np.array([1.0, 1.0])]]) - 20.0) < 1e-9
 

@@ -8,8 +8,7 @@ an automatic choice of the blocks to keep float within an accuracy budget.
 The model is calibrated once (every tensor any plan may quantise, :func:`.ptq.calibrate`); each variant
 is then written as a QDQ model and run on our engine.  The error of a variant is the SQNR of its outputs
 against the float model's on the evaluation inputs (by default the first ``n_eval`` calibration inputs):
-the noise-to-signal ratio of each output channel, averaged over the channels, in dB (:func:`sqnr_db`;
-higher is better).  With ``metric`` - a callback
+the SQNR of each output channel in dB, averaged over the channels (:func:`sqnr_db`; higher is better).  With ``metric`` - a callback
 ``metric(model_bytes) -> float``, higher is better (e.g. mAP on labelled data) - the blocks, the full
 int8 model and the float model are also scored by the task metric; per layer only with ``layer_metric``.
 
@@ -90,11 +89,13 @@ MAX_SQNR_DB = 100.0
 
 
 def sqnr_db(outputs, reference):
-    """Error of a list of output lists against a reference, in dB: ``-10 log10(mean_c(E_c / S_c))`` with
-    ``S_c = sum y^2`` and ``E_c = sum (y_q - y)^2`` per output channel ``c`` (axis 1; the whole tensor for
-    outputs of rank < 2) over all outputs, channels of zero signal left out; at most
-    :data:`MAX_SQNR_DB` (identical outputs).  Channels count alike whatever their scale, so a
-    detector's class scores (0..1) weigh as much as its box coordinates (0..640)."""
+    """Error of a list of output lists against a reference, in dB: ``mean_c(min(MAX, 10 log10(S_c / E_c)))``
+    with ``S_c = sum y^2`` and ``E_c = sum (y_q - y)^2`` per output channel ``c`` (axis 1; the whole tensor
+    for outputs of rank < 2) over all outputs, channels of zero signal left out; :data:`MAX_SQNR_DB` for
+    identical outputs.  Channels count alike whatever their scale, so a detector's class scores (0..1)
+    weigh as much as its box coordinates (0..640); averaging decibels rather than noise ratios keeps one
+    channel of near-zero signal (a class absent from the evaluation frames, whose background scores only
+    carry rounding noise) from setting the figure alone."""
     num, den = None, None
     for outs, refs in zip(outputs, reference):
         n, d = [], []
@@ -107,8 +108,11 @@ def sqnr_db(outputs, reference):
         n, d = np.concatenate(n), np.concatenate(d)
         num, den = (n, d) if num is None else (num + n, den + d)
     keep = num > 0
-    ratio = float(np.mean(den[keep] / num[keep])) if keep.any() else 0.0
-    return MAX_SQNR_DB if ratio <= 10 ** (-MAX_SQNR_DB / 10) else float(-10.0 * np.log10(ratio))
+    if not keep.any():
+        return 0.0
+    floor = 10 ** (-MAX_SQNR_DB / 10)
+    ratio = np.maximum(den[keep] / num[keep], floor)
+    return float(np.mean(np.minimum(-10.0 * np.log10(ratio), MAX_SQNR_DB)))
 
 
 class _Evaluator:
