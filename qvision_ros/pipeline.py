@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError, ModelError, QVisionError
+from .nodes.policy import LatestSlot
 from .vision.decode import Decoder, Detections, detect_format
 from .vision.draw import draw_detections
 from .vision.preprocess import CHANNEL_ORDERS, RESIZE_MODES, Preprocessor
@@ -505,45 +506,20 @@ class PipelineStats:
 # ---------------------------------------------------------------------------------------------- stream
 
 
-class LatestFrameSlot:
+class LatestFrameSlot(LatestSlot):
     """A mailbox of one: ``put`` replaces a waiting item (counted in :attr:`dropped`), ``get`` takes it.
 
     The latest-frame policy of DESIGN.md section 2 in its smallest form: whatever the producer's rate,
     at most one frame waits, so the consumer's latency is bounded by one frame period plus its own work.
+    It is the nodes' :class:`~qvision_ros.nodes.policy.LatestSlot` with a single camera.
     """
 
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self._closed = False
-        self.dropped = 0
-        self.received = 0
-
     def put(self, item):
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self.received += 1
-            self._cond.notify()
-
-    def close(self):
-        """No more items; ``get`` returns what waits, then None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        super().put(None, item)
 
     def get(self, timeout=None):
         """The waiting item (blocks until there is one); None once closed and empty, or on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._item is None and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            item, self._item = self._item, None
-            return item
+        return self.take_all(timeout).get(None)
 
 
 class _BoundedQueue:

@@ -40,7 +40,8 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, DataError, ImageError
-from .vision.image import image_to_array, to_bgr
+from .messages import header_stamp_ns, image_msg_to_bgr
+from .vision.image import to_bgr
 
 #: Extensions (lower case) that an image folder is scanned for.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm')
@@ -396,10 +397,6 @@ def _bag_error(path, exc, after=None):
                      % (path, where, str(exc) or type(exc).__name__))
 
 
-def _stamp_ns(header):
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def _image_message_to_bgr(msg, msgtype):
     """A deserialized Image or CompressedImage as a BGR array; _Corrupt when it cannot be converted."""
     if msgtype.endswith('CompressedImage'):
@@ -409,8 +406,7 @@ def _image_message_to_bgr(msg, msgtype):
             raise _Corrupt('a CompressedImage (format %r) does not decode' % (msg.format,))
         return _to_bgr3(image, 'CompressedImage')
     try:
-        arr = image_to_array(msg.data, msg.width, msg.height, msg.encoding, msg.step, msg.is_bigendian)
-        return np.ascontiguousarray(to_bgr(arr, msg.encoding))
+        return np.ascontiguousarray(image_msg_to_bgr(msg))
     except ImageError as exc:
         raise _Corrupt(str(exc)) from None
 
@@ -491,7 +487,7 @@ class RosbagSource(FrameSource):
                 except _Corrupt as exc:
                     yield _Bad('message %d on %s: %s' % (read - 1, self.topic, exc))
                     continue
-                yield _stamp_ns(msg.header), str(msg.header.frame_id), image
+                yield header_stamp_ns(msg.header), str(msg.header.frame_id), image
         finally:
             try:
                 reader.close()

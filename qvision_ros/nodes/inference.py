@@ -143,6 +143,7 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         # quantised NHWC tensor directly (no float tensor, no quantisation pass; same values).
         q = getattr(self.engine, 'quantized_inputs', {}).get(inp.name)
         self.input_quant = q if q is not None and q.layout == 'NHWC' else None
+        self._batches = {}      # number of cameras -> the input batch buffer, reused frame after frame
         if self.input_quant is None:
             self.preprocessor = Preprocessor(width, height, resize_mode=v['resize_mode'], pad_value=v['pad_value'],
                                              channel_order=v['channel_order'], layout=layout)
@@ -264,7 +265,9 @@ class InferenceNode(QVisionNodeMixin, LifecycleNode):
         cams = sorted(items)
         t0 = time.perf_counter()
         inp = engine.inputs[0]
-        batch = np.empty(*self._input_spec(len(cams)))
+        batch = self._batches.get(len(cams))
+        if batch is None:
+            batch = self._batches[len(cams)] = np.empty(*self._input_spec(len(cams)))
         letterboxes, sizes = [], []
         for i, cam in enumerate(cams):
             _, frame, encoding = items[cam]

@@ -186,13 +186,10 @@ def default_labels_path():
 
 
 def read_labels(path):
-    """Class names from a labels file (one per line; blank lines ignored); '' = the shipped labels."""
-    path = path or default_labels_path()
-    try:
-        with open(path, encoding='utf-8') as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as exc:
-        raise ConfigError('cannot read labels_path %r: %s' % (path, exc.strerror or exc)) from None
+    """Class names from a labels file, read as ``qvision run`` reads it
+    (:func:`qvision_ros.pipeline.load_labels`: one per line, or JSON); '' = the shipped labels."""
+    from ..pipeline import load_labels
+    return list(load_labels(path or default_labels_path()))
 
 
 # -- rclpy side -------------------------------------------------------------------------------------

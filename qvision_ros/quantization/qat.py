@@ -51,7 +51,6 @@ import io
 import math
 import operator
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..cli import Progress
 from ..errors import ConfigError, DataError, ModelError
 
 WEIGHT_BITS = (8, 4, 2)
@@ -592,35 +592,6 @@ def prepare_qat(model, weight_bits=8, keep_float=(), calibration=None):
     return gm
 
 
-# ------------------------------------------------------------------------------- progress (stderr)
-
-class Progress:
-    """A one-line progress bar on stderr when it is a terminal (or on ``stream`` when one is given)."""
-
-    def __init__(self, total, label, enabled=True, stream=None):
-        self.total, self.label, self.done = max(1, int(total)), label, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and (stream is not None or self.stream.isatty())
-        self.start = time.perf_counter()
-        self.note = ''
-
-    def update(self, n=1, note=None):
-        self.done += n
-        if note is not None:
-            self.note = note
-        if self.enabled:
-            frac = min(1.0, self.done / self.total)
-            bar = '#' * int(frac * 30)
-            self.stream.write('\r%s [%-30s] %d/%d %.0fs %s' % (self.label, bar, self.done, self.total,
-                                                              time.perf_counter() - self.start, self.note))
-            self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write('\n')
-            self.stream.flush()
-
-
 # ------------------------------------------------------------------------------------- calibration
 
 def _check_prepared(model):
@@ -653,12 +624,12 @@ def calibrate(model, batches, progress=False):
     was_training = model.training
     model.eval()
     n = 0
-    bar = Progress(len(batches) if hasattr(batches, '__len__') else 1, 'calibrate', progress)
+    bar = Progress('calibrate', len(batches) if hasattr(batches, '__len__') else None, enabled=progress)
     try:
         for batch in batches:
             model(_inputs(batch))
             n += 1
-            bar.update()
+            bar.update(n)
     finally:
         bar.close()
         for q in qs:
@@ -758,7 +729,7 @@ def fine_tune(model, batches, loss_fn, options=None, progress=False):
     total = options.epochs * per_epoch if per_epoch else None
     if options.max_steps is not None:
         total = min(total, options.max_steps) if total else options.max_steps
-    bar = Progress(total or options.epochs, 'fine-tune', progress)
+    bar = Progress('fine-tune', total or options.epochs, enabled=progress)
     losses, step, stop = [], 0, False
     start = time.perf_counter()
 
@@ -798,7 +769,7 @@ def fine_tune(model, batches, loss_fn, options=None, progress=False):
                 n += 1
                 step += 1
                 if total:
-                    bar.update(note='loss %.4f' % float(loss.detach()))
+                    bar.update(step, extra='loss %.4f' % float(loss.detach()))
                 if options.time_limit_s is not None and time.perf_counter() - start > options.time_limit_s:
                     stop = True
                     break
@@ -807,7 +778,7 @@ def fine_tune(model, batches, loss_fn, options=None, progress=False):
             if n:
                 losses.append(epoch_loss / n)
             if not total and n:
-                bar.update(note='loss %.4f' % losses[-1])
+                bar.update(epoch + 1, extra='loss %.4f' % losses[-1])
             if stop or n == 0:
                 break
     finally:
