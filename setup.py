@@ -104,10 +104,11 @@ def _extensions():
         directives['legacy_implicit_noexcept'] = True
 
     is_msvc = sys.platform == 'win32'
-    opt = ['/O2', '/openmp'] if is_msvc else (['-O0', '-g'] if debug else ['-O3'])
-    common = opt + ([] if is_msvc else ['-fopenmp', '-fno-math-errno', '-Wno-unused-function',
+    opt = ['/O2'] if is_msvc else (['-O0', '-g'] if debug else ['-O3'])
+    # threads: POSIX threads (the kernels' own pool, qvision_kernels/include/qv_threadpool.h), no OpenMP
+    common = opt + ([] if is_msvc else ['-pthread', '-fno-math-errno', '-Wno-unused-function',
                                         '-Wno-unreachable-code', '-Wno-maybe-uninitialized'])
-    link = [] if is_msvc else ['-fopenmp']
+    link = [] if is_msvc else ['-pthread']
     include_dirs = [os.path.join(HERE, KERNELS, 'include')]
     # Integer kernels must not fuse a*b+c into an FMA: their float32 arithmetic is specified step by step
     # (DESIGN.md section 3) and must match the NumPy reference bit for bit.

@@ -9,23 +9,18 @@ Families (each compiled per instruction set, chosen at run time by :mod:`qvision
   dilation, groups, depthwise) and fully-connected layers with fused requantisation and clamp;
 * ``fconv``: :class:`FConv2d`, :class:`FLinear` - the same in float32;
 * ``pool``: max / average / global average pooling (uint8 with requantisation, and float32);
-* ``eltwise``: add, mul, concat (with requantisation), nearest upsampling, 256-entry lookup tables.
+* ``eltwise``: add, mul, concat (with requantisation), nearest upsampling, 256-entry lookup tables,
+  QuantizeLinear of float32 (optionally NCHW -> NHWC in the same pass).
+
+Threads: every kernel takes ``num_threads`` and shares one process-wide pool of worker threads
+(:mod:`qvision_kernels._threadpool`, include/qv_threadpool.h): the caller works too and never waits for
+a worker that has not started, and idle workers spin ``QVISION_SPIN_US`` microseconds (default 200)
+before they sleep.
 """
-import os as _os
-
-# Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.  With libgomp's default
-# (spin, then sleep), a calling thread that finishes first spins on its core at the end of each parallel
-# region while the other thread waits for a core: when another process holds the second core, a 2-thread
-# call then takes a scheduler time slice (measured here: 8 ms medians for 0.1-0.3 ms layers).  Sleeping
-# frees the core at once and the stall disappears; the price is a thread wake-up per call.  libgomp reads
-# this when it is first loaded, i.e. when the first compiled module below is imported.
-if 'OMP_WAIT_POLICY' not in _os.environ and 'GOMP_SPINCOUNT' not in _os.environ:
-    _os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
-
-from . import _registry  # noqa: E402  (after the OpenMP setting)
+from . import _registry
 from .conv import QConv2d, QLinear, pack_weights
 from .eltwise import (add_f32, add_int8, concat_f32, concat_int8, lut_apply, make_lut, mul_f32, mul_int8,
-                      upsample_nearest)
+                      quantize_f32, upsample_nearest)
 from .errors import KernelError
 from .fconv import FConv2d, FLinear
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -44,5 +39,5 @@ def usable_isas(family='qconv'):
 
 __all__ = ['QConv2d', 'QLinear', 'FConv2d', 'FLinear', 'pack_weights', 'max_pool2d', 'avg_pool2d',
            'global_avg_pool2d', 'add_int8', 'mul_int8', 'add_f32', 'mul_f32', 'concat_int8', 'concat_f32',
-           'upsample_nearest', 'make_lut', 'lut_apply', 'KernelError', 'available_cores',
+           'upsample_nearest', 'make_lut', 'lut_apply', 'quantize_f32', 'KernelError', 'available_cores',
            'resolve_num_threads', 'isa', 'usable_isas']

@@ -416,3 +416,32 @@ def lut_apply(x, table, out=None, num_threads=1, isa=None):
         mod = _kernels(isa)
         mod.lut_apply(x.reshape(-1), table, out.reshape(-1), resolve_num_threads(num_threads), mod.HAS_VBMI)
     return out
+
+
+def quantize_f32(x, scale, zero_point, dtype=np.uint8, nchw_to_nhwc=False, out=None, num_threads=1, isa=None):
+    """ONNX QuantizeLinear of a float32 array with one scale and zero point:
+    ``saturate(round_half_to_even(x / scale) + zero_point)`` as ``dtype`` (uint8 or int8), NaN giving the
+    zero point (reference: :func:`qvision_kernels.reference.eltwise.quantize_f32`).  With
+    ``nchw_to_nhwc`` a 4-D NCHW ``x`` is written as NHWC in the same pass (a model's input)."""
+    x = _array(x, np.float32, 'x', 4 if nchw_to_nhwc else None)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        raise KernelError('QuantizeLinear writes uint8 or int8, not %s' % dtype.name)
+    info = np.iinfo(dtype)
+    s = _scale(scale, 'scale')
+    if isinstance(zero_point, (bool, np.bool_)) or not isinstance(zero_point, (int, np.integer)) \
+            or not info.min <= zero_point <= info.max:
+        raise KernelError('zero_point must be an int in [%d, %d], got %r' % (info.min, info.max, zero_point))
+    shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1]) if nchw_to_nhwc else x.shape
+    out = _out(out, shape, dtype)
+    if x.size:
+        mod = _kernels(isa)
+        nt = resolve_num_threads(num_threads)
+        if nchw_to_nhwc:
+            mod.quantize_nchw_to_nhwc_f32(x, out.view(np.uint8), np.float32(s), int(zero_point), info.min,
+                                          info.max, nt)
+        else:
+            mod.quantize_f32(x.reshape(-1), out.reshape(-1).view(np.uint8), np.float32(s), int(zero_point),
+                             info.min, info.max, nt)
+    return out
+

@@ -21,7 +21,7 @@ Runtime fp32 on the float file.  ``agree`` is max|ours - ORT| / max|ORT| over th
 (int8 models differ by a few quantisation steps where ORT's own int8 kernels round otherwise).
 
 Each implementation is timed in its own block (``--repeat`` runs after two warm-up runs), blocks follow
-each other with a pause (``--pause``: thread pools - OpenMP's and ONNX Runtime's - keep spinning after a
+each other with a pause (``--pause``: thread pools - ours and ONNX Runtime's - keep spinning after a
 call and would steal the next block's cores), for ``--rounds`` rounds; medians over all runs.  On a
 shared or busy machine two-thread figures may stall whenever a core is taken: read the medians, and the
 load average printed in the header.
@@ -199,8 +199,6 @@ def _parse(argv):
 
 def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
-    # First: the engine sets the OpenMP wait policy, which libgomp reads when it loads - and PyTorch
-    # brings a libgomp.so.1 of its own that the kernels then share, so it must not load before.
     from .runtime import Engine  # noqa: F401
     import qvision_kernels
     try:

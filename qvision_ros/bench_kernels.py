@@ -204,8 +204,7 @@ def _import_ort():
 
 
 # Environment variables that change how the thread pools wait (shown in the report when set).
-_ENV_SHOWN = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_PROC_BIND', 'OMP_PLACES', 'OMP_NUM_THREADS',
-              'OPENBLAS_NUM_THREADS', 'QVISION_ISA')
+_ENV_SHOWN = ('QVISION_SPIN_US', 'QVISION_ISA', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
 
 
 def _load_average():

@@ -359,3 +359,69 @@ def test_errors():
     for i, call in enumerate(bad_calls):
         with pytest.raises(KernelError):
             call()
+
+
+# ---------------------------------------------------------------------------------- QuantizeLinear
+
+def _float_cases(rng, shape):
+    """float32 data that hits every branch: ordinary values, exact half-way points x = (k + 0.5) * s,
+    values far outside the range, +-inf, NaN, -0.0 and subnormals."""
+    x = rng.normal(0.0, 3.0, size=shape).astype(np.float32)
+    flat = x.reshape(-1)
+    k = rng.integers(-300, 300, size=flat.size)
+    pick = rng.random(flat.size)
+    flat[pick < 0.2] = ((k + 0.5) * 0.05).astype(np.float32)[pick < 0.2]
+    specials = np.array([np.inf, -np.inf, np.nan, -0.0, 1e-40, -1e-40, 1e30, -1e30], np.float32)
+    n = min(flat.size, specials.size)
+    where = rng.choice(flat.size, n, replace=False)
+    flat[where] = specials[:n]
+    return x
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.int8])
+def test_quantize_f32(isa, dtype):
+    rng = np.random.default_rng(11 if dtype == np.uint8 else 12)
+    info = np.iinfo(dtype)
+    for shape in [(1,), (7,), (16385,), (3, 50, 70), (2, 33, 65, 3)]:
+        for scale, zp in [(0.05, int(rng.integers(info.min, info.max + 1))), (0.05, info.min), (1e-3, 0)]:
+            x = _float_cases(rng, shape)
+            expected = R.quantize_f32(x, scale, zp, dtype)
+            run_both(lambda out, nt: E.quantize_f32(x, scale, zp, dtype, out=out, num_threads=nt, isa=isa),
+                     expected, 'quantize %s %s s=%g zp=%d isa=%s' % (np.dtype(dtype).name, shape, scale, zp, isa))
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.int8])
+def test_quantize_nchw_to_nhwc(isa, dtype):
+    rng = np.random.default_rng(21)
+    zp = 3 if dtype == np.uint8 else -3
+    for shape in [(1, 3, 5, 7), (2, 3, 17, 1030), (1, 1, 4, 4), (1, 16, 9, 33), (3, 5, 2, 2049)]:
+        x = _float_cases(rng, shape)
+        expected = np.ascontiguousarray(R.quantize_f32(x, 0.03, zp, dtype).transpose(0, 2, 3, 1))
+        run_both(lambda out, nt: E.quantize_f32(x, 0.03, zp, dtype, nchw_to_nhwc=True, out=out, num_threads=nt,
+                                                isa=isa),
+                 expected, 'quantize NCHW->NHWC %s %s isa=%s' % (np.dtype(dtype).name, shape, isa))
+
+
+def test_quantize_reference_is_quantize_linear():
+    """The reference agrees with requant.quantize (the formula of DESIGN.md) wherever that is defined,
+    and maps NaN to the zero point."""
+    x = np.array([0.0, 0.025, 0.075, -0.025, 12.7, -1e9, np.inf, np.nan], np.float32)
+    got = R.quantize_f32(x, 0.05, 128)
+    assert got.tolist()[:-1] == quantize(x[:-1], 0.05, 128).tolist()
+    assert got.tolist() == [128, 128, 130, 128, 255, 0, 255, 128]
+
+
+def test_quantize_errors():
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(KernelError, match='scale'):
+        E.quantize_f32(x, 0.0, 0)
+    with pytest.raises(KernelError, match='zero_point'):
+        E.quantize_f32(x, 0.1, 200, np.int8)
+    with pytest.raises(KernelError, match='uint8 or int8'):
+        E.quantize_f32(x, 0.1, 0, np.int16)
+    with pytest.raises(KernelError, match='4 dimensions'):
+        E.quantize_f32(x[0], 0.1, 0, nchw_to_nhwc=True)
+    with pytest.raises(KernelError, match='float32'):
+        E.quantize_f32(x.astype(np.float64), 0.1, 0)
+    with pytest.raises(KernelError, match='out must be'):
+        E.quantize_f32(x, 0.1, 0, nchw_to_nhwc=True, out=np.zeros((1, 3, 4, 4), np.uint8))

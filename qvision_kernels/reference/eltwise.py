@@ -97,3 +97,12 @@ def make_lut(f, x_scale, x_zero_point, y_scale, y_zero_point):
 def lut_apply(x, table):
     """``y = table[x]`` element by element."""
     return np.asarray(table, np.uint8)[np.asarray(x)]
+
+
+def quantize_f32(x, scale, zero_point, dtype=np.uint8):
+    """QuantizeLinear in float32 (requant.quantize), with NaN mapped to the zero point."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over='ignore', invalid='ignore'):
+        return np.where(np.isnan(x), np.array(zero_point, dtype), quantize(np.nan_to_num(x, nan=0.0), scale,
+                                                                            zero_point, dtype))
+

@@ -6,10 +6,6 @@
 (:mod:`.lowering`) and the execution plan (:mod:`.plan`).  :mod:`.zoo` builds small PyTorch models of the
 supported families for benchmarks and tests (it needs torch; nothing else here imports it).
 """
-# Importing the kernels (through .engine) makes idle OpenMP threads sleep unless the user chose a wait
-# policy: see qvision_kernels/__init__.py (two-thread runs stalled on a shared machine otherwise).  libgomp
-# reads it once, when first loaded; PyTorch loads a libgomp.so.1 of its own, which the kernels then
-# share: import qvision_ros.runtime before torch, or set OMP_WAIT_POLICY=PASSIVE in the environment.
 from .engine import Engine, QuantizedInput, TensorInfo, summarize_profile
 from .plan import LayerRecord
 

@@ -15,11 +15,6 @@ import numpy as np
 
 import qvision_kernels as K
 
-try:                                # the clip ufunc itself: np.clip adds a few microseconds of Python
-    from numpy._core.umath import clip as _clip_ufunc
-except ImportError:                 # NumPy 1.x
-    from numpy.core.umath import clip as _clip_ufunc
-
 from .graph import NCHW_TO_NHWC
 from .layout import permute_const, physical_axis
 from .ops import (REFERENCE, linear_weights, nearest_index, node_error, reduce_axes, resize_params,
@@ -67,9 +62,8 @@ class LowerContext:
         return ('buffer', v.physical_shape(), v.dtype)
 
     def threads(self, node, macs=None):
-        """Threads for ``node``'s kernel: one for small work, where waking another thread and meeting it
-        at the end of the parallel region costs about what it saves (and, on a busy machine, makes the
-        region wait for a time slice of another core); else the engine's count."""
+        """Threads for ``node``'s kernel: one for small work, where handing part of it to a worker costs
+        about what it saves; else the engine's count."""
         if self.nt == 1:
             return 1
         if macs is not None:
@@ -80,12 +74,11 @@ class LowerContext:
         return 1 if nbytes < SMALL_BYTES else self.nt
 
 
-# Below these, a step runs on one thread (LowerContext.threads): ~50 us of work on one core.  Workers
-# sleep between regions (OMP_WAIT_POLICY=PASSIVE, runtime/__init__.py), so waking one costs several
-# microseconds, and on a busy machine a region waits until the other core is free: fewer, larger parallel
-# regions keep two-thread runs from stalling.
-SMALL_MACS = 1 << 23
-SMALL_BYTES = 1 << 17
+# Below these, a step runs on one thread (LowerContext.threads): ~10 us of work on one core, about what
+# handing half of it to a worker costs (the pool's workers spin between the steps of a run, so a shared
+# step pays a few cache-line transfers, not a wake-up; qvision_kernels/include/qv_threadpool.h).
+SMALL_MACS = 1 << 20
+SMALL_BYTES = 1 << 15
 
 
 LOWERINGS = {}
@@ -634,44 +627,27 @@ def _quantize(node, ctx):
     if s is None or s.size != 1 or (zp is not None and zp.size != 1) or x.dtype != np.float32:
         return _generic(node, ctx)
     dtype = np.uint8 if zp is None else zp.dtype
-    info = np.iinfo(dtype)
-    scale = np.float32(s.reshape(-1)[0])
-    z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
-    lo, hi = np.float32(info.min) - z, np.float32(info.max) - z
+    scale = float(np.float32(s.reshape(-1)[0]))
+    z = 0 if zp is None else int(zp.reshape(-1)[0])
     to_nhwc = bool(node.attrs.get('_to_nhwc'))
-    shape = x.physical_shape()
-    # saturate(round_half_to_even(x / s) + zp) = clip(rint(x / s), min - zp, max - zp) + zp: the
-    # reference's float32 operations (integers below 2**24 are exact in float32); the last addition
-    # writes the integer type directly
+    nt = ctx.threads(node)
+    # saturate(round_half_to_even(x / s) + zp) in float32 (qvision_kernels.quantize_f32); the model input
+    # goes NCHW -> NHWC in the same pass
+    return _single(ctx, node, lambda out, x: K.quantize_f32(x, scale, z, dtype, nchw_to_nhwc=to_nhwc, out=out,
+                                                            num_threads=nt),
+                   lambda out, x: _bind_quantize(x, scale, z, dtype, to_nhwc, out, nt))
+
+
+def _bind_quantize(x, scale, z, dtype, to_nhwc, out, nt):
+    if not (_fixed(x, np.float32) and _fixed(out, dtype)) or x.size == 0 or (to_nhwc and x.ndim != 4):
+        return functools.partial(K.quantize_f32, x, scale, z, dtype, nchw_to_nhwc=to_nhwc, out=out, num_threads=nt)
+    info = np.iinfo(dtype)
+    mod = _kernels('eltwise')
     if to_nhwc:
-        # the model input NCHW -> NHWC in the same pass: one image plane at a time (in cache), the last
-        # operation storing into the channel's strided place in the output
-        n, c, h, w = shape
-        planes = [(x_i, c_i) for x_i in range(n) for c_i in range(c)]
-
-        def run(out, tmp, plane, x):
-            for i, k in planes:
-                np.divide(x[i, k], scale, out=tmp)
-                np.rint(tmp, out=tmp)
-                _clip_ufunc(tmp, lo, hi, out=tmp)
-                np.add(tmp, z, out=plane, casting='unsafe')
-                out[i, :, :, k] = plane
-        scratch = [((h, w), np.float32), ((h, w), dtype)]
-    else:
-        def run(out, tmp, x):
-            np.divide(x, scale, out=tmp)
-            np.rint(tmp, out=tmp)
-            _clip_ufunc(tmp, lo, hi, out=tmp)
-            np.add(tmp, z, out=out, casting='unsafe')
-        scratch = [(shape, np.float32)]
-
-    def make(bufs):
-        def fn(x):
-            run(*bufs, x)
-            return (bufs[0],)
-        return fn
-    return Lowered([ctx.buffer_spec(node.outputs[0])], make, lambda bufs, ins: functools.partial(
-        run, *bufs, *ins), scratch)
+        return functools.partial(mod.quantize_nchw_to_nhwc_f32, x, out.view(np.uint8), np.float32(scale), z,
+                                 info.min, info.max, nt)
+    return functools.partial(mod.quantize_f32, x.reshape(-1), out.reshape(-1).view(np.uint8), np.float32(scale),
+                             z, info.min, info.max, nt)
 
 
 @lowering('DequantizeLinear')

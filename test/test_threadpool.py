@@ -1,0 +1,125 @@
+"""The kernels' thread pool (qvision_kernels/_threadpool.pyx, include/qv_threadpool.h).
+
+Results never depend on the thread count (every kernel test runs 1 and 2 threads, the conv tests also 3
+and 7 on this 2-core machine, where workers take over each other's tasks).  Here: that a worker really
+runs beside the caller, that several Python threads may call kernels at once, that a forked child gets a
+working pool, and the QVISION_SPIN_US setting.
+"""
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import qvision_kernels as K
+from qvision_kernels import _threadpool
+from qvision_kernels.reference import conv2d_int8
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _conv_case(seed, size=24, c=16, oc=32):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (1, size, size, c), dtype=np.uint8)
+    w = rng.integers(-127, 128, (oc, 3, 3, c), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, oc, dtype=np.int32)
+    mult = rng.uniform(1e-4, 3e-4, oc).astype(np.float32)
+    layer = K.QConv2d(w, bias, 7, mult, 120, padding=1)
+    expected = conv2d_int8(x, w, bias, 7, mult, 120, pads=(1, 1, 1, 1))
+    return layer, x, expected
+
+
+def test_a_worker_runs_beside_the_caller():
+    """Two tasks that can only finish together: the job completes only if a second thread runs one."""
+    met, ids = _threadpool._selftest(10000)
+    assert met, 'the two tasks did not run at the same time within 10 s'
+    assert sorted(ids) == [0, 1] or ids[0] != ids[1], ids
+    assert _threadpool.stats()['workers'] >= 1
+
+
+def test_workers_take_tasks():
+    layer, x, expected = _conv_case(1, size=64)
+    before = _threadpool.stats()
+    for _ in range(20):
+        assert np.array_equal(layer(x, num_threads=2), expected)
+    after = _threadpool.stats()
+    assert after['jobs_parallel'] - before['jobs_parallel'] == 20
+
+
+def test_concurrent_callers_get_their_own_results():
+    """Four Python threads call 2-thread kernels at the same time: one job owns the pool at a time and
+    the others run on their calling thread; every result is exact."""
+    cases = [_conv_case(seed) for seed in range(4)]
+    errors = []
+
+    def work(k):
+        layer, x, expected = cases[k]
+        for _ in range(30):
+            if not np.array_equal(layer(x, num_threads=2), expected):
+                errors.append(k)
+                return
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), 'a kernel call did not return'
+    assert errors == []
+
+
+def _child(queue):
+    layer, x, expected = _conv_case(5)
+    ok = all(np.array_equal(layer(x, num_threads=2), expected) for _ in range(5))
+    queue.put((ok, _threadpool._selftest(10000)[0]))
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='fork() is POSIX only')
+def test_forked_child_has_a_working_pool():
+    _threadpool._selftest(10000)          # the parent's pool has a worker
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue,))
+    proc.start()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        pytest.fail('the forked child hung in a kernel call')
+    assert proc.exitcode == 0
+    assert queue.get(timeout=10) == (True, True)
+
+
+def _spin_env(value):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in sys.path if p]))
+    env.pop('QVISION_SPIN_US', None)
+    if value is not None:
+        env['QVISION_SPIN_US'] = value
+    code = 'from qvision_kernels import _threadpool as t; print(t.stats()["spin_us"])'
+    return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('value, expected', [(None, '200'), ('0', '0'), (' 50 ', '50')])
+def test_spin_setting(value, expected):
+    run = _spin_env(value)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == expected
+
+
+@pytest.mark.parametrize('value', ['fast', '-1', '1.5', '99999999999'])
+def test_bad_spin_setting_is_refused(value):
+    run = _spin_env(value)
+    assert run.returncode != 0
+    assert 'QVISION_SPIN_US' in run.stderr
+
+
+def test_set_spin_us():
+    old = _threadpool.set_spin_us(10)
+    try:
+        assert _threadpool.stats()['spin_us'] == 10
+        with pytest.raises(ValueError):
+            _threadpool.set_spin_us(-1)
+    finally:
+        _threadpool.set_spin_us(old)
