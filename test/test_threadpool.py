@@ -1,12 +1,14 @@
 """The kernels' thread pool (qvision_kernels/_threadpool.pyx, include/qv_threadpool.h).
 
 Results never depend on the thread count (every kernel test runs 1 and 2 threads, the conv tests also 3
-and 7 on this 2-core machine, where workers take over each other's tasks).  Here: that a worker really
-runs beside the caller, that several Python threads may call kernels at once, that a forked child gets a
+and 7 on this 2-core machine, where workers take over each other's tasks).  Here: a stress test of the
+pool in C (natively, and for aarch64 under qemu), that a worker really runs beside the caller, that several Python threads may call kernels at once, that a forked child gets a
 working pool, and the QVISION_SPIN_US setting.
 """
 import multiprocessing
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +21,34 @@ from qvision_kernels import _threadpool
 from qvision_kernels.reference import conv2d_int8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRESS = os.path.join(ROOT, 'test', 'c', 'test_qv_threadpool.c')
+INCLUDE = os.path.join(ROOT, 'qvision_kernels', 'include')
+
+
+def _stress(tmp_path, cc, flags=(), runner=()):
+    exe = str(tmp_path / 'pool_stress')
+    subprocess.run([cc, '-O2', '-std=gnu99', '-pthread', '-I', INCLUDE] + list(flags) + [STRESS, '-o', exe],
+                   check=True, capture_output=True, text=True)
+    run = subprocess.run(list(runner) + [exe], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and ' 0 failed' in run.stdout, run.stdout + run.stderr
+
+
+def test_pool_stress_in_c(tmp_path):
+    """8000 jobs of random sizes and thread counts from two submitting threads: every task exactly once,
+    worker ids inside the job's thread count, nothing left running when a job returns."""
+    _stress(tmp_path, 'gcc' if shutil.which('gcc') else 'cc')
+
+
+def test_pool_stress_on_aarch64(tmp_path):
+    cc = shutil.which('aarch64-linux-gnu-gcc')
+    qemu = shutil.which('qemu-aarch64') or shutil.which('qemu-aarch64-static')
+    if platform.machine().lower() in ('aarch64', 'arm64'):
+        cc, qemu = shutil.which('gcc') or 'cc', None
+    elif not (cc and qemu):
+        if os.environ.get('CI'):
+            pytest.fail('CI must install gcc-aarch64-linux-gnu and qemu-user (see .ci/run)')
+        pytest.skip('no aarch64 cross compiler or qemu-aarch64 on this machine')
+    _stress(tmp_path, cc, ['-static'] if qemu else [], (qemu, '-cpu', 'max') if qemu else ())
 
 
 def _conv_case(seed, size=24, c=16, oc=32):
