@@ -206,6 +206,9 @@ class QConv2d(ConvGeometry):
     stride, dilation : int or (h, w);  padding : int, (h, w) or (top, left, bottom, right)
     groups : int (groups == C == OC is a depthwise convolution)
     act_min, act_max : uint8 clamp of the output (fused ReLU/ReLU6/Clip; requant.activation_bounds)
+    lut : uint8 [256] or None, a table applied to every output byte after the clamp (an activation that
+        follows the convolution, eltwise.make_lut): ``out = lut[conv(x)]``, computed while the tile is in
+        cache instead of in a pass of its own
     isa : instruction-set variant name, default the best one for this CPU (qvision_kernels.isa())
     """
 
@@ -213,7 +216,7 @@ class QConv2d(ConvGeometry):
     activation_dtype = np.uint8
 
     def __init__(self, weight, bias, x_zero_point, multiplier, y_zero_point, stride=1, padding=0,
-                 dilation=1, groups=1, act_min=0, act_max=255, isa=None):
+                 dilation=1, groups=1, act_min=0, act_max=255, lut=None, isa=None):
         weight = self._init_geometry(weight, stride, padding, dilation, groups)
         oc, kh, kw, cg = weight.shape
         if kh * kw * cg > MAX_REDUCTION:
@@ -232,6 +235,12 @@ class QConv2d(ConvGeometry):
         mult = _per_channel(multiplier, oc, np.float32, 'multiplier')
         if not np.all(np.isfinite(mult)) or np.any(mult < 0):
             raise KernelError('multiplier must be finite and >= 0')
+        if lut is not None:
+            if not isinstance(lut, np.ndarray) or lut.dtype != np.uint8 or lut.shape != (256,):
+                raise KernelError('lut must be a uint8 array of shape (256,), got %s %s'
+                                  % (getattr(lut, 'dtype', type(lut).__name__), getattr(lut, 'shape', '')))
+            lut = np.ascontiguousarray(lut)
+        self.lut = lut
         self._mod = _registry.module('qconv', isa)
         self.isa = self._mod.ISA
         ocg = oc // groups
@@ -272,13 +281,13 @@ class QConv2d(ConvGeometry):
             self._mod.depthwise(x, self._w, self._bias, self._mult, out, kh, kw, self.stride[0],
                                 self.stride[1], self.pads[0], self.pads[1], self.dilation[0],
                                 self.dilation[1], self.x_zero_point, self.y_zero_point, self.act_min,
-                                self.act_max, nt)
+                                self.act_max, nt, self.lut)
         else:
             self._mod.conv2d(x, self._w, self._bias, self._mult, out, self.groups,
                              self.weight_shape[3], self.out_channels // self.groups, kh, kw,
                              self.stride[0], self.stride[1], self.pads[0], self.pads[1],
                              self.dilation[0], self.dilation[1], self.x_zero_point, self.y_zero_point,
-                             self.act_min, self.act_max, self.mode, nt)
+                             self.act_min, self.act_max, self.mode, nt, self.lut)
         return out
 
 

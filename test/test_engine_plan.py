@@ -13,8 +13,9 @@ CASES = [('yolov8', 'int8'), ('yolov8', 'fp32'), ('mobilenetv2', 'int8'), ('mobi
          ('resnet', 'int8'), ('yolov5', 'int8')]
 
 
-def _engine(name, precision, threads=1):
-    return Engine(qdq_bytes(name) if precision == 'int8' else model_bytes(name), num_threads=threads)
+def _engine(name, precision, threads=1, disable_passes=()):
+    return Engine(qdq_bytes(name) if precision == 'int8' else model_bytes(name), num_threads=threads,
+                  disable_passes=disable_passes)
 
 
 def _plan(engine):
@@ -57,7 +58,8 @@ def test_heavy_steps_call_compiled_kernels(name, precision):
 
 
 def test_element_wise_steps_overwrite_their_input():
-    engine = _engine('yolov8', 'int8')
+    # tables stay steps of their own here (by default most go into the convolution before them)
+    engine = _engine('yolov8', 'int8', disable_passes=('fuse_conv_lut',))
     plan = _plan(engine)
     shared = 0
     for k, step in zip(plan._where, plan.program):
@@ -65,3 +67,20 @@ def test_element_wise_steps_overwrite_their_input():
             x, _, out = step.args[:3]
             shared += np.shares_memory(x, out)
     assert shared >= 40, shared
+
+
+def test_tables_go_into_the_convolutions():
+    """YOLOv8's SiLU tables run inside the convolutions that produce their input, with the same outputs
+    as separate steps."""
+    fused = _engine('yolov8', 'int8')
+    apart = _engine('yolov8', 'int8', disable_passes=('fuse_conv_lut',))
+    n_fused = sum(1 for n in fused.graph.nodes if n.op == 'QConv' and n.attrs.get('lut') is not None)
+    luts = [sum(1 for n in e.graph.nodes if n.op == 'QLut') for e in (fused, apart)]
+    assert n_fused >= 40 and luts[0] <= luts[1] - n_fused, (n_fused, luts)
+    x = np.random.default_rng(3).random(fused.inputs[0].shape, dtype=np.float32)
+    for a, b in zip(fused.run({'images': x}), apart.run({'images': x})):
+        assert np.array_equal(a, b)
+    for threads in (2, 3):
+        again = _engine('yolov8', 'int8', threads=threads)
+        for a, b in zip(again.run({'images': x}), apart.run({'images': x})):
+            assert np.array_equal(a, b)

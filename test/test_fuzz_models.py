@@ -48,7 +48,9 @@ def test_seed_models_match_onnxruntime(name):
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=0.06 if name == 'tiny_qdq' else 1e-4)
     ops = {n.op for n in engine.graph.nodes}
     if name == 'tiny_qdq':
-        assert {'QConv', 'QLut', 'QAdd', 'QConcat', 'QGlobalAveragePool'} <= ops, ops
+        # the activation table either stays a step or goes into its convolution
+        assert {'QConv', 'QAdd', 'QConcat', 'QGlobalAveragePool'} <= ops, ops
+        assert 'QLut' in ops or any(n.attrs.get('lut') is not None for n in engine.graph.nodes), ops
 
 
 def test_fuzz_mutated_small_models():

@@ -397,6 +397,32 @@ def test_num_threads_give_identical_outputs(qconv_isa, index):
     assert_bitexact(y, expected(case), '%r num_threads=None' % (case,))
 
 
+LUT_SEEDS = range(0, 240, 7)
+
+
+@pytest.mark.parametrize('seed', LUT_SEEDS)
+def test_fused_lookup_table(qconv_isa, seed):
+    """``lut=`` applies a table to every output byte: exactly ``lut[reference]`` on every path (dense,
+    grouped, depthwise, channel multiplier) and thread count, and nothing outside the output changes."""
+    case, num_threads = random_case(seed)
+    lut = np.random.default_rng(seed).permutation(256).astype(np.uint8)
+    x, w, bias, zp_x, mult, zp_y = arrays(case)
+    conv = QConv2d(w, bias, zp_x, mult, zp_y, stride=case.stride, padding=case.pads, dilation=case.dilation,
+                   groups=case.groups, act_min=case.lo, act_max=case.hi, lut=lut, isa=qconv_isa)
+    want = lut[expected(case)]
+    for nt in sorted({1, num_threads, 3}):
+        y = conv(x, num_threads=nt)
+        assert_bitexact(y, want, context='%r lut isa=%s num_threads=%d depthwise=%s mode=%s'
+                        % (case, qconv_isa, nt, conv.depthwise, conv.mode))
+
+
+def test_fused_lookup_table_checked():
+    x, w, bias, zp_x, mult, zp_y = arrays(THREAD_CASES[0])
+    for bad in (np.zeros(255, np.uint8), np.zeros(256, np.int8), list(range(256))):
+        with pytest.raises(KernelError, match='lut must be'):
+            QConv2d(w, bias, zp_x, mult, zp_y, lut=bad)
+
+
 def test_out_given(qconv_isa):
     for case in (TARGETED['3x3_s2'], TARGETED['patch_c5'], TARGETED['depthwise3x3_c17']):
         conv = layer(case, qconv_isa)

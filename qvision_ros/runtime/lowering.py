@@ -195,9 +195,9 @@ def _bind_conv(layer, x, out, nt, quantized):
             q = (layer.x_zero_point, layer.y_zero_point, layer.act_min, layer.act_max)
             if layer.depthwise:
                 return functools.partial(mod.depthwise, x, layer._w, layer._bias, layer._mult, out,
-                                         *geometry, *q, nt)
+                                         *geometry, *q, nt, layer.lut)
             return functools.partial(mod.conv2d, x, layer._w, layer._bias, layer._mult, out, layer.groups, cg,
-                                     oc // layer.groups, *geometry, *q, layer.mode, nt)
+                                     oc // layer.groups, *geometry, *q, layer.mode, nt, layer.lut)
         act = (layer.act_min, layer.act_max)
         if layer.depthwise:
             return functools.partial(mod.depthwise, x, layer._w, layer._bias, out, *geometry, *act, nt)
@@ -308,7 +308,8 @@ def _qconv(node, ctx):
     strides, dilations, pads = _conv_geometry(node, ctx, w.shape[2:])
     layer = K.QConv2d(np.ascontiguousarray(w.transpose(0, 2, 3, 1)), a['bias'], a['x_zero_point'],
                       a['multiplier'], a['y_zero_point'], stride=strides, padding=pads, dilation=dilations,
-                      groups=int(a.get('group', 1)), act_min=a['act_min'], act_max=a['act_max'])
+                      groups=int(a.get('group', 1)), act_min=a['act_min'], act_max=a['act_max'],
+                      lut=a.get('lut'))
     nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
     return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
                    lambda out, x: _bind_conv(layer, x, out, nt, True))

@@ -1152,6 +1152,17 @@ SPLIT_MIN_PIXELS = 40 * 40
 SPLIT_MIN_CHANNELS = 16
 
 
+def _conv_before_lut(graph, lut, producers, consumers):
+    """The QConv whose output only ``lut`` (a QLut node) reads and the graph does not return, or None."""
+    if lut.op != 'QLut':
+        return None
+    conv = producers.get(lut.inputs[0])
+    if conv is None or conv.op != 'QConv' or len(conv.outputs) != 1 or \
+            len(consumers.get(conv.outputs[0], [])) != 1 or conv.outputs[0] in graph.outputs:
+        return None
+    return conv
+
+
 def split_conv_for_slices(graph):
     """``Slice_i(QLut(QConv(x)))`` where the slices cut the channels into contiguous parts (YOLOv8's C2f
     ``chunk(2, 1)`` after its first convolution) -> one ``QConv -> QLut`` per part, computing each part's
@@ -1163,13 +1174,9 @@ def split_conv_for_slices(graph):
     consumers = graph.consumers()
     producers = graph.producers()
     for lut in list(graph.nodes):
-        if lut.op != 'QLut':
-            continue
-        conv = producers.get(lut.inputs[0])
-        z = lut.outputs[0]
-        if conv is None or conv.op != 'QConv' or int(conv.attrs.get('group', 1)) != 1 or \
-                len(consumers.get(conv.outputs[0], [])) != 1 or conv.outputs[0] in graph.outputs or \
-                z in graph.outputs:
+        conv = _conv_before_lut(graph, lut, producers, consumers)
+        z = lut.outputs[0] if conv is not None else None
+        if conv is None or int(conv.attrs.get('group', 1)) != 1 or z in graph.outputs:
             continue
         shape = graph.values[z].shape
         if len(shape) != 4 or shape[2] * shape[3] < SPLIT_MIN_PIXELS:
@@ -1363,6 +1370,22 @@ def fold_concat_rescale(graph):
                 break
 
 
+def fuse_conv_lut(graph):
+    """``QLut(QConv(x))``, the conv's output read by nothing else: the table goes into the convolution
+    (attribute ``lut``), which applies it to each part of its output while that part is still in cache -
+    one pass over memory and one step fewer.  Exact: the same table on the same bytes."""
+    consumers = graph.consumers()
+    producers = graph.producers()
+    for lut in list(graph.nodes):
+        conv = _conv_before_lut(graph, lut, producers, consumers)
+        if conv is None or conv.attrs.get('lut') is not None:
+            continue
+        conv.attrs['lut'] = np.ascontiguousarray(lut.attrs['table'], dtype=np.uint8)
+        conv.outputs = list(lut.outputs)
+        conv.origin = conv.origin + lut.origin
+        graph.nodes.remove(lut)
+
+
 def dq_values(scale, zero_point):
     """The 256 real values of uint8 codes, as DequantizeLinear computes them (float32)."""
     from qvision_kernels.requant import dequantize
@@ -1394,6 +1417,7 @@ PASSES = [
     ('split_conv_for_slices', split_conv_for_slices),
     ('merge_concat_slices', merge_concat_slices),
     ('fold_concat_rescale', fold_concat_rescale),
+    ('fuse_conv_lut', fuse_conv_lut),
     ('fuse_conv_activation', fuse_conv_activation),
     ('fuse_silu', fuse_silu),
     ('remove_dead_final', remove_dead),
@@ -1403,7 +1427,7 @@ PASSES = [
 OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
                    'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
                    'fuse_qdq_lut', 'compose_luts', 'split_conv_for_slices', 'merge_concat_slices',
-                   'fold_concat_rescale', 'fuse_conv_activation', 'fuse_silu'}
+                   'fold_concat_rescale', 'fuse_conv_lut', 'fuse_conv_activation', 'fuse_silu'}
 
 
 def run_passes(graph, disable=()):
