@@ -106,3 +106,18 @@ def assert_sigmoid_close(actual, exact, context='', rtol=SIGMOID_RTOL):
         raise AssertionError('sigmoid above %g relative: %d of %d elements, worst %g; first at %s: actual %r '
                              'exact %r\ncase: %s' % (rtol, (~ok).sum(), ok.size, np.nanmax(rel), i, a[i], e[i],
                                                      context))
+
+
+def aarch64_cross_tools():
+    """(compiler, runner) for aarch64 test programs: Debian's aarch64-linux-gnu-gcc and qemu-aarch64 with
+    an emulated CPU that has the dot-product extension.  Skips without them (fails under CI, which
+    installs them: .ci/run)."""
+    import os
+    import shutil
+    cc = shutil.which('aarch64-linux-gnu-gcc')
+    qemu = shutil.which('qemu-aarch64') or shutil.which('qemu-aarch64-static')
+    if not (cc and qemu):
+        if os.environ.get('CI'):
+            pytest.fail('CI must install gcc-aarch64-linux-gnu and qemu-user (see .ci/run)')
+        pytest.skip('no aarch64 cross compiler or qemu-aarch64 on this machine')
+    return cc, (qemu, '-cpu', 'max')

@@ -6,17 +6,21 @@ output's range (1e-5), not bit-exactness; results must however be bit-identical 
 """
 import ctypes
 import mmap
+import os
+import platform
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
-from qvision_kernels import _registry, fconv
+from qvision_kernels import _registry, fconv, isa_flags
 from qvision_kernels.errors import KernelError
 from qvision_kernels.fconv import FConv2d, FLinear
 from qvision_kernels.reference.conv import conv2d_f32_im2col
 from qvision_kernels.reference.fconv import conv2d_f32, linear_f32, sigmoid_f64
 
-from kernel_check import assert_allclose_rel, assert_sigmoid_close
+from kernel_check import aarch64_cross_tools, assert_allclose_rel, assert_sigmoid_close
 
 ISAS = _registry.usable('fconv')
 RTOL = 1e-5
@@ -376,6 +380,36 @@ def test_linear_fused_sigmoid_silu(isa):
             _assert_fused_matches(got, pre, linear_f32(x, wt, b, activation=activation), activation,
                                   (isa, m, k, n, activation))
             assert np.array_equal(layer(x, num_threads=1), got)
+
+
+SIGMOID_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'c', 'test_qv_fsigmoid.c')
+
+
+def _sigmoid_shim(tmp_path, cc, flags, isa, runner=()):
+    """Compile test/c/test_qv_fsigmoid.c for ``isa`` (the kernels' float flags: -O3, FMA contraction as
+    the compiler likes) and run it: every input within 3e-7 of double-precision exp."""
+    exe = str(tmp_path / ('fsigmoid_' + isa))
+    include = os.path.join(os.path.dirname(fconv.__file__), 'include')
+    subprocess.run([cc, '-O3', '-std=c99', '-fno-math-errno', '-I', include] + flags
+                   + ['-DQV_ISA_%s=1' % isa.upper(), SIGMOID_C, '-o', exe, '-lm'], check=True, capture_output=True)
+    run = subprocess.run(list(runner) + [exe], capture_output=True, text=True, timeout=300)
+    # the float shim of an Arm build names itself 'generic' (its lanes are the generic ones)
+    assert run.returncode == 0 and ' 0 failed' in run.stdout, run.stdout + run.stderr
+    assert run.stdout.split(':')[0] in (isa, 'generic'), run.stdout
+
+
+@pytest.mark.parametrize('isa', [i for i in isa_flags.X86_64 if i in ISAS])
+def test_sigmoid_formula_x86(tmp_path, isa):
+    if platform.machine().lower() not in ('x86_64', 'amd64') or not shutil.which('gcc'):
+        pytest.skip('x86-64 with gcc only')
+    _sigmoid_shim(tmp_path, 'gcc', isa_flags.X86_64[isa], isa)
+
+
+@pytest.mark.parametrize('isa', list(isa_flags.AARCH64))
+def test_sigmoid_formula_aarch64_under_qemu(tmp_path, isa):
+    # Arm builds take the generic lanes of qv_fsimd.h (with FMA contraction there): same formula.
+    cc, runner = aarch64_cross_tools()
+    _sigmoid_shim(tmp_path, cc, ['-static'] + isa_flags.AARCH64[isa], isa, runner=runner)
 
 
 def test_bad_activation():
