@@ -418,6 +418,19 @@ def lut_apply(x, table, out=None, num_threads=1, isa=None):
     return out
 
 
+def sigmoid_f32(x, silu=False, out=None, num_threads=1, isa=None):
+    """float32 ``1 / (1 + exp(-x))`` (``silu``: ``x / (1 + exp(-x))``, ONNX Sigmoid and x * Sigmoid(x)) of a
+    C-contiguous array of any shape; ``out`` may be ``x`` (in place).  The formula of the float
+    convolutions' fused activation (include/qv_fsimd.h): within a few float32 ulps of the exact value,
+    saturating to 0 / 1 (SiLU: -0 / x) for large magnitudes, NaN kept (reference:
+    :func:`qvision_kernels.reference.fconv.sigmoid_f64`)."""
+    x = _array(x, np.float32, 'x')
+    out = _out(out, x.shape, np.float32)
+    if x.size:
+        _kernels(isa).sigmoid_f32(x.reshape(-1), out.reshape(-1), bool(silu), resolve_num_threads(num_threads))
+    return out
+
+
 def quantize_f32(x, scale, zero_point, dtype=np.uint8, nchw_to_nhwc=False, out=None, num_threads=1, isa=None):
     """ONNX QuantizeLinear of a float32 array with one scale and zero point:
     ``saturate(round_half_to_even(x / scale) + zero_point)`` as ``dtype`` (uint8 or int8), NaN giving the

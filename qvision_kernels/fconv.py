@@ -5,6 +5,7 @@ For the layers a model keeps in float, and for FP32-versus-INT8 comparisons.  A 
 
     layer = FConv2d(weight, bias, stride=2, padding=1, act_min=0.0)   # fused ReLU
     y = layer(x, num_threads=2)                                       # x: float32 NHWC
+    silu = FConv2d(weight, bias, activation='silu')                   # fused x * sigmoid(x)
 
 The kernels may fuse multiply-adds (FMA) and sum in their own order, so they agree with the NumPy
 reference :func:`qvision_kernels.reference.conv2d_f32_im2col` to float32 rounding, not bit for bit.
@@ -54,6 +55,22 @@ def choose_mode(kh, kw, cg, groups, dilation_w):
     return MODE_TAP
 
 
+# Fused activations other than the clamp: name -> the kernels' ``act`` code (ACT_* of _fconv.pyx.tp).
+ACTIVATIONS = {'sigmoid': 1, 'silu': 2}
+ACT_CLAMP = 0
+
+
+def _activation_code(activation, act_min, act_max):
+    if activation is None:
+        return ACT_CLAMP
+    if activation not in ACTIVATIONS:
+        raise KernelError('activation must be None, %s, got %r'
+                          % (', '.join(repr(a) for a in ACTIVATIONS), activation))
+    if act_min is not None or act_max is not None:
+        raise KernelError('activation=%r and a clamp (act_min/act_max) cannot be fused together' % activation)
+    return ACTIVATIONS[activation]
+
+
 def _act_bounds(act_min, act_max):
     lo = -math.inf if act_min is None else float(act_min)
     hi = math.inf if act_max is None else float(act_max)
@@ -74,6 +91,9 @@ class FConv2d(ConvGeometry):
     stride, dilation : int or (h, w);  padding : int, (h, w) or (top, left, bottom, right)
     groups : int (groups == C == OC is a depthwise convolution, run channel-vectorised)
     act_min, act_max : fused clamp of the output, None for no bound (ReLU: act_min=0; ReLU6: 0, 6)
+    activation : None, 'sigmoid' (``1 / (1 + exp(-y))``) or 'silu' (``y * sigmoid(y)``): computed in
+        registers before the store, within a few float32 ulps (formula in include/qv_fsimd.h; the same as
+        :func:`qvision_kernels.eltwise.sigmoid_f32`); not together with act_min / act_max
     isa : instruction-set variant name, default the best one for this CPU
 
     Attributes ``isa`` (the variant in use), ``depthwise`` and ``mode`` (how the kernel reads the input,
@@ -85,7 +105,7 @@ class FConv2d(ConvGeometry):
     activation_dtype = np.float32
 
     def __init__(self, weight, bias, stride=1, padding=0, dilation=1, groups=1, act_min=None, act_max=None,
-                 isa=None):
+                 isa=None, activation=None):
         weight = self._init_geometry(weight, stride, padding, dilation, groups)
         oc, kh, kw, cg = weight.shape
         if bias is not None:
@@ -93,6 +113,8 @@ class FConv2d(ConvGeometry):
             if bias.dtype != np.float32 or bias.shape != (oc,):
                 raise KernelError('bias must be float32 [%d] or None, got %s %s'
                                   % (oc, bias.dtype, bias.shape))
+        self._act = _activation_code(activation, act_min, act_max)
+        self.activation = activation
         self.act_min, self.act_max = _act_bounds(act_min, act_max)
         self._mod = _registry.module('fconv', isa)
         self.isa = self._mod.ISA
@@ -122,12 +144,12 @@ class FConv2d(ConvGeometry):
         if self.depthwise:
             self._mod.depthwise(x, self._w, self._bias, out, kh, kw, self.stride[0], self.stride[1],
                                 self.pads[0], self.pads[1], self.dilation[0], self.dilation[1],
-                                self.act_min, self.act_max, nt)
+                                self.act_min, self.act_max, nt, self._act)
         else:
             self._mod.conv2d(x, self._w, self._bias, out, self.groups, self.weight_shape[3],
                              self.out_channels // self.groups, kh, kw, self.stride[0], self.stride[1],
                              self.pads[0], self.pads[1], self.dilation[0], self.dilation[1],
-                             self.act_min, self.act_max, self.mode, nt)
+                             self.act_min, self.act_max, self.mode, nt, self._act)
         return out
 
 
@@ -137,14 +159,15 @@ class FLinear:
     Same kernels and parameters as :class:`FConv2d` (it is a 1x1 convolution over M pixels).
     """
 
-    def __init__(self, weight, bias, act_min=None, act_max=None, isa=None):
+    def __init__(self, weight, bias, act_min=None, act_max=None, isa=None, activation=None):
         weight = np.asarray(weight)
         if weight.dtype != np.float32 or weight.ndim != 2:
             raise KernelError('weight must be float32 [N, K], got %s %s' % (weight.dtype, weight.shape))
         self.out_features, self.in_features = weight.shape
         self._conv = FConv2d(weight.reshape(weight.shape[0], 1, 1, weight.shape[1]), bias,
-                             act_min=act_min, act_max=act_max, isa=isa)
+                             act_min=act_min, act_max=act_max, isa=isa, activation=activation)
         self.isa = self._conv.isa
+        self.activation = activation
 
     def __call__(self, x, out=None, num_threads=1):
         """Run on float32 ``x`` [M, K]; writes into ``out`` (float32 [M, N], C-contiguous) when given."""

@@ -81,3 +81,43 @@ def isa_fixture(family):
                         '(python setup.py build_ext --inplace) first' % family)
         return request.param
     return fixture
+
+
+# Relative error allowed to the vectorised sigmoid / SiLU (include/qv_fsimd.h) against the exact value: a
+# few float32 ulps.  Below SIGMOID_TINY in magnitude the comparison is absolute (inputs under -87.33 give
+# exactly 0 where the exact value is a subnormal float, ~1e-37 for SiLU).
+SIGMOID_RTOL = 3e-7
+SIGMOID_TINY = 1e-35
+
+
+def assert_sigmoid_close(actual, exact, context='', rtol=SIGMOID_RTOL):
+    """float32 ``actual`` within ``rtol`` of the float64 ``exact`` element by element (absolute under
+    SIGMOID_TINY); NaN where and only where ``exact`` is NaN, infinities equal."""
+    a = np.asarray(actual).astype(np.float64)
+    e = np.asarray(exact, dtype=np.float64)
+    assert a.shape == e.shape, (a.shape, e.shape, context)
+    with np.errstate(invalid='ignore'):
+        err = np.abs(a - e)
+        ok = (a == e) | (np.isnan(a) & np.isnan(e)) | (err <= rtol * np.abs(e)) | (err <= SIGMOID_TINY)
+    if not ok.all():
+        i = tuple(int(v) for v in np.argwhere(~ok)[0])
+        with np.errstate(invalid='ignore', divide='ignore'):
+            rel = np.where(ok, 0.0, err / np.abs(e))
+        raise AssertionError('sigmoid above %g relative: %d of %d elements, worst %g; first at %s: actual %r '
+                             'exact %r\ncase: %s' % (rtol, (~ok).sum(), ok.size, np.nanmax(rel), i, a[i], e[i],
+                                                     context))
+
+
+def aarch64_cross_tools():
+    """(compiler, runner) for aarch64 test programs: Debian's aarch64-linux-gnu-gcc and qemu-aarch64 with
+    an emulated CPU that has the dot-product extension.  Skips without them (fails under CI, which
+    installs them: .ci/run)."""
+    import os
+    import shutil
+    cc = shutil.which('aarch64-linux-gnu-gcc')
+    qemu = shutil.which('qemu-aarch64') or shutil.which('qemu-aarch64-static')
+    if not (cc and qemu):
+        if os.environ.get('CI'):
+            pytest.fail('CI must install gcc-aarch64-linux-gnu and qemu-user (see .ci/run)')
+        pytest.skip('no aarch64 cross compiler or qemu-aarch64 on this machine')
+    return cc, (qemu, '-cpu', 'max')

@@ -52,6 +52,17 @@ def test_api_inputs_outputs_and_profile():
     np.testing.assert_array_equal(engine.run({'images': x})[0], out[0])
 
 
+def test_silu_fused_into_the_conv_steps():
+    # YOLOv8 blocks are Conv + BN + SiLU: after the passes every SiLU is in its convolution's step, whose
+    # profile record names the Sigmoid and Mul ONNX nodes it stands for.
+    engine = Engine(model_bytes('yolov8'), num_threads=1)
+    assert 'Silu' not in [n.op for n in engine.graph.nodes]
+    recs = engine.profile({'images': _input(engine)}, repeat=1)
+    silu_convs = [r for r in recs if r.op == 'Conv' and any('Sigmoid' in n for n in r.nodes)]
+    assert len(silu_convs) >= 10 and all(any('Mul' in n for n in r.nodes) for r in silu_convs)
+    assert not [r for r in recs if r.op == 'Silu']
+
+
 def test_repeated_runs_and_buffer_reuse():
     """Buffers are planned once and reused: outputs of one run are not overwritten by the next, and
     the planned memory is smaller than the sum of every intermediate tensor."""

@@ -238,7 +238,53 @@ def test_silu_pattern_and_relu6_fused():
     mb = with_conv(nodes, (1, 5, 8, 8), inits)
     engine = check(mb, {'x': rand(1, 5, 8, 8, lo=-3, hi=3)})
     ops = [n.op for n in engine.graph.nodes]
-    assert 'Silu' in ops and 'Clip' not in ops and 'Sigmoid' not in ops
+    assert 'Silu' not in ops and 'Clip' not in ops and 'Sigmoid' not in ops and 'Mul' not in ops
+    convs = [n for n in engine.graph.nodes if n.op == 'Conv']
+    assert convs[0].attrs['_activation'] == 'silu' and convs[1].attrs['_act_max'] == 6
+    # without the convolution fusion the Silu step runs the standalone kernel, with the same formula
+    plain = check(mb, {'x': rand(1, 5, 8, 8, lo=-3, hi=3)}, engine_kwargs={'disable_passes': ['fuse_conv_sigmoid']})
+    assert 'Silu' in [n.op for n in plain.graph.nodes]
+
+
+def _sigmoid_extremes(shape):
+    """Inputs across the sigmoid's whole range: +-100, +-1e30, 0 and -0.0 among random values of +-20."""
+    x = rand(*shape, lo=-20, hi=20).reshape(-1)
+    x[:8] = [100, -100, 1e30, -1e30, 0.0, -0.0, 88.5, -88.5]
+    return x.reshape(shape)
+
+
+@pytest.mark.parametrize('op', ['Sigmoid', 'Silu_pattern'])
+def test_sigmoid_silu_fused_or_not(op):
+    # conv -> activation fused; the same activation on a value two nodes read (not fusable) and on the
+    # output of an Add: the standalone kernel.  All against ONNX Runtime, extreme inputs included.
+    def act(src, dst):
+        if op == 'Sigmoid':
+            return [helper.make_node('Sigmoid', [src], [dst])]
+        return [helper.make_node('Sigmoid', [src], [dst + '_s']), helper.make_node('Mul', [src, dst + '_s'], [dst])]
+    nodes = (act('t', 'a1') + [helper.make_node('Conv', ['a1', 'w2', 'b2'], ['v'], pads=[1, 1, 1, 1])]
+             + act('v', 'a2') + [helper.make_node('Add', ['v', 'a2'], ['s'])] + act('s', 'y')
+             + [helper.make_node('Conv', ['x', 'w3'], ['z'])] + act('z', 'y2'))
+    inits = {'w2': rand(7, 5, 3, 3), 'b2': rand(7), 'w3': rand(3, 5, 1, 1)}
+    mb = with_conv(nodes, (1, 5, 6, 9), inits, outputs=('y', 'y2'))
+    engine = check(mb, {'x': _sigmoid_extremes((1, 5, 6, 9))})
+    fused = {n.outputs[0]: n.attrs['_activation'] for n in engine.graph.nodes if '_activation' in n.attrs}
+    name = 'sigmoid' if op == 'Sigmoid' else 'silu'
+    assert sorted(fused.values()) == [name, name], fused          # pre_conv -> a1, w3 conv -> y2
+    standalone = [n for n in engine.graph.nodes if n.op in ('Sigmoid', 'Silu')]
+    assert len(standalone) == 2, [n.op for n in engine.graph.nodes]
+
+
+@pytest.mark.parametrize('op', ['Sigmoid', 'Silu'])
+def test_gemm_sigmoid_fused(op):
+    nodes = [helper.make_node('Gemm', ['a', 'w', 'b'], ['g'], transB=1)]
+    if op == 'Sigmoid':
+        nodes.append(helper.make_node('Sigmoid', ['g'], ['y']))
+    else:
+        nodes += [helper.make_node('Sigmoid', ['g'], ['s']), helper.make_node('Mul', ['s', 'g'], ['y'])]
+    mb = make_model(nodes, [('a', (5, 24))], ['y'], {'w': rand(33, 24, lo=-3, hi=3), 'b': rand(33)})
+    engine = check(mb, {'a': rand(5, 24)})
+    assert [n.op for n in engine.graph.nodes] == ['Gemm']
+    assert engine.graph.nodes[0].attrs['_activation'] == op.lower()
 
 
 BINARY_CASES = {

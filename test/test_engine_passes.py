@@ -26,7 +26,8 @@ def _x(engine, seed=0):
 
 
 FLOAT_CASES = [('fold_batchnorm', 'resnet'), ('fold_batchnorm', 'yolov8'), ('fuse_conv_activation', 'resnet'),
-               ('fuse_conv_activation', 'mobilenetv2'), ('fuse_silu', 'yolov8')]
+               ('fuse_conv_activation', 'mobilenetv2'), ('fuse_silu', 'yolov8'), ('fuse_conv_sigmoid', 'yolov8'),
+               ('fuse_conv_sigmoid', 'yolov5')]
 
 
 @pytest.mark.parametrize('pass_name,model', FLOAT_CASES)

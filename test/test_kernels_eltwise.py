@@ -425,3 +425,75 @@ def test_quantize_errors():
         E.quantize_f32(x.astype(np.float64), 0.1, 0)
     with pytest.raises(KernelError, match='out must be'):
         E.quantize_f32(x, 0.1, 0, nchw_to_nhwc=True, out=np.zeros((1, 3, 4, 4), np.uint8))
+
+
+# ------------------------------------------------------------------------------------- Sigmoid / SiLU
+
+def _sigmoid_inputs(rng, n):
+    """Every float32 magnitude scale from 1e-30 to 1e30 with both signs, a dense sweep of [-110, 110] and
+    the special values."""
+    mags = 10.0 ** rng.uniform(-30, 30, n // 2) * rng.choice([-1.0, 1.0], n // 2)
+    sweep = rng.uniform(-110, 110, n - n // 2)
+    special = [0.0, -0.0, 100, -100, 1e30, -1e30, 87.33, -87.33, -87.34, 88.8, -88.8, 3.4e38, -3.4e38,
+               np.inf, -np.inf, np.nan, 1e-45, -1e-45]
+    return np.concatenate([special, mags, sweep]).astype(np.float32)
+
+
+@pytest.mark.parametrize('silu', [False, True])
+def test_sigmoid_f32_accuracy(isa, silu):
+    from kernel_check import assert_sigmoid_close
+    from qvision_kernels.reference.fconv import sigmoid_f64
+    r = np.random.default_rng(90)
+    x = _sigmoid_inputs(r, 200000)
+    exact = sigmoid_f64(x, silu)
+    y1 = E.sigmoid_f32(x, silu, isa=isa)
+    assert_sigmoid_close(y1, exact, (isa, silu))
+    # -0.0: sigmoid 0.5, SiLU -0.0 (sign kept); saturation is exact; NaN stays NaN
+    z = E.sigmoid_f32(np.array([-0.0, 0.0, 100, -100, 1e30, -1e30, np.nan], np.float32), silu, isa=isa)
+    if silu:
+        assert np.signbit(z[0]) and not np.signbit(z[1]) and z[0] == 0 and z[1] == 0
+        assert list(z[2:6]) == [100, 0, 1e30, 0] and np.signbit(z[3]) and np.signbit(z[5])
+    else:
+        assert list(z[:6]) == [0.5, 0.5, 1, 0, 1, 0]
+    assert np.isnan(z[6])
+    # 2 threads, out= and in place give the same bytes
+    y2 = np.full_like(x, 7)
+    assert E.sigmoid_f32(x, silu, out=y2, num_threads=2, isa=isa) is y2
+    assert_bitexact(y2.view(np.uint32), y1.view(np.uint32), (isa, silu, '2 threads'))    # NaN bits too
+    xi = x.copy()
+    E.sigmoid_f32(xi, silu, out=xi, num_threads=2, isa=isa)
+    assert_bitexact(xi.view(np.uint32), y1.view(np.uint32), (isa, silu, 'in place'))
+
+
+def test_sigmoid_f32_every_length(isa):
+    # Lengths around the 16-float block (masked tail) and a job boundary (CHUNK = 16384), any shape.
+    from kernel_check import assert_sigmoid_close
+    from qvision_kernels.reference.fconv import sigmoid_f64
+    r = np.random.default_rng(91)
+    for n in list(range(0, 40)) + [16384 - 1, 16384, 16384 + 17, 3 * 16384 + 5]:
+        x = (r.standard_normal(n) * 20).astype(np.float32)
+        for silu in (False, True):
+            y = E.sigmoid_f32(x, silu, num_threads=2, isa=isa)
+            assert y.shape == x.shape
+            assert_sigmoid_close(y, sigmoid_f64(x, silu), (isa, n, silu))
+    x = (r.standard_normal((2, 5, 7, 33)) * 10).astype(np.float32)
+    assert_sigmoid_close(E.sigmoid_f32(x, True, isa=isa), sigmoid_f64(x, True), 'NHWC')
+
+
+def test_sigmoid_f32_variants_agree():
+    # Every variant computes the same formula (the SIMD ones with fused multiply-adds): within 2 ulp.
+    isas = _registry.usable('eltwise')
+    x = _sigmoid_inputs(np.random.default_rng(92), 50000)
+    for silu in (False, True):
+        ys = [E.sigmoid_f32(x, silu, isa=i) for i in isas]
+        for i, y in zip(isas[1:], ys[1:]):
+            np.testing.assert_allclose(y, ys[0], rtol=2.4e-7, atol=1e-37, err_msg='%s vs %s' % (i, isas[0]))
+
+
+def test_sigmoid_f32_bad_arguments():
+    with pytest.raises(KernelError):
+        E.sigmoid_f32(np.zeros(4, np.float64))
+    with pytest.raises(KernelError):
+        E.sigmoid_f32(np.zeros((4, 4), np.float32)[:, ::2])
+    with pytest.raises(KernelError):
+        E.sigmoid_f32(np.zeros(4, np.float32), out=np.zeros(5, np.float32))

@@ -6,17 +6,21 @@ output's range (1e-5), not bit-exactness; results must however be bit-identical 
 """
 import ctypes
 import mmap
+import os
+import platform
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
-from qvision_kernels import _registry, fconv
+from qvision_kernels import _registry, fconv, isa_flags
 from qvision_kernels.errors import KernelError
 from qvision_kernels.fconv import FConv2d, FLinear
 from qvision_kernels.reference.conv import conv2d_f32_im2col
-from qvision_kernels.reference.fconv import conv2d_f32, linear_f32
+from qvision_kernels.reference.fconv import conv2d_f32, linear_f32, sigmoid_f64
 
-from kernel_check import assert_allclose_rel
+from kernel_check import aarch64_cross_tools, assert_allclose_rel, assert_sigmoid_close
 
 ISAS = _registry.usable('fconv')
 RTOL = 1e-5
@@ -281,6 +285,144 @@ def test_linear(isa):
     assert layer(x, out=out) is out
     assert_allclose_rel(out, x @ wt.T, RTOL, isa)
     assert layer(np.empty((0, k), np.float32)).shape == (0, n)
+
+
+def _assert_fused_matches(got, pre, expected, activation, ctx):
+    """A fused sigmoid / SiLU: within a few ulps of the exact activation of the same layer's unfused
+    output ``pre`` (the same accumulators), and within RTOL of the reference convolution scaled by the
+    activation's slope (sigmoid <= 1/4, SiLU < 1.1) times the pre-activation range."""
+    assert_sigmoid_close(got, sigmoid_f64(pre, activation == 'silu'), ctx)
+    slope = 1.1 if activation == 'silu' else 0.25
+    tol = RTOL * slope * max(float(np.abs(pre).max(initial=0.0)), 1.0)
+    diff = np.abs(got.astype(np.float64) - expected)
+    assert diff.max(initial=0.0) <= tol, (ctx, diff.max(), tol)
+
+
+# (n, h, w, c, oc, k, stride, padding, groups): channel blocks around every tile width and remainder
+# chunk, pixel counts around the tile rows (6, 8, 12, 14 on AVX-512; 6 and 4 elsewhere), depthwise layers
+# with channel tails, a grouped layer and a stem with patches.
+SIGMOID_CASES = [(1, 5, 7, 8, 1, 3, 1, 1, 1), (1, 4, 3, 16, 17, 1, 1, 0, 1), (1, 3, 5, 24, 33, 3, 1, 1, 1),
+                 (1, 7, 2, 12, 64, 1, 1, 0, 1), (1, 2, 7, 9, 65, 3, 1, 1, 1), (1, 13, 1, 20, 80, 1, 1, 0, 1),
+                 (2, 3, 5, 32, 113, 3, 2, 1, 1), (1, 9, 9, 3, 16, 3, 2, 1, 1), (1, 6, 7, 17, 17, 3, 1, 1, 17),
+                 (1, 5, 9, 33, 33, 3, 2, 1, 33), (1, 4, 4, 64, 64, 5, 1, 2, 64), (1, 6, 6, 12, 30, 3, 1, 1, 3)]
+
+
+@pytest.mark.parametrize('activation', ['sigmoid', 'silu'])
+@pytest.mark.parametrize('isa', ISAS)
+def test_fused_sigmoid_silu(isa, activation):
+    rng = np.random.default_rng(43)
+    for (n, h, w, c, oc, k, stride, padding, groups) in SIGMOID_CASES:
+        x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+        # weights scaled so that the pre-activations reach about +-30: both tails and the middle
+        wt = (rng.standard_normal((oc, k, k, c // groups)) * 8 / np.sqrt(k * k * c / groups)).astype(np.float32)
+        b = rng.standard_normal(oc).astype(np.float32)
+        plain = FConv2d(wt, b, stride=stride, padding=padding, groups=groups, isa=isa)
+        fused = FConv2d(wt, b, stride=stride, padding=padding, groups=groups, isa=isa, activation=activation)
+        assert fused.activation == activation and fused.depthwise == (groups == c == oc)
+        expected = _reference(x, wt, b, stride, padding, 1, groups, None, None)
+        expected = sigmoid_f64(expected, activation == 'silu')
+        for mode in _modes(fused):
+            plain.mode = fused.mode = mode
+            pre = plain(x)
+            got = fused(x, num_threads=1)
+            ctx = dict(isa=isa, activation=activation, x=x.shape, w=wt.shape, groups=groups, mode=mode)
+            _assert_fused_matches(got, pre, expected, activation, ctx)
+            assert np.array_equal(fused(x, num_threads=2), got), ctx
+            assert np.array_equal(plain(x, num_threads=2), pre), ctx
+
+
+def _identity_layer(c, isa, activation, depthwise):
+    """A 1x1 layer whose output is its input exactly: identity weights (depthwise: one weight per
+    channel, so that a NaN stays in its channel), no bias."""
+    if depthwise:
+        return FConv2d(np.ones((c, 1, 1, 1), np.float32), None, groups=c, isa=isa, activation=activation)
+    return FConv2d(np.eye(c, dtype=np.float32).reshape(c, 1, 1, c), None, isa=isa, activation=activation)
+
+
+@pytest.mark.parametrize('activation', ['sigmoid', 'silu'])
+@pytest.mark.parametrize('isa', ISAS)
+def test_fused_sigmoid_extreme_inputs(isa, activation):
+    silu = activation == 'silu'
+    rng = np.random.default_rng(47)
+    special = np.array([100, -100, 1e30, -1e30, 0, 87.0, -87.0, 87.5, -87.5, 88.8, -88.8, 104, -104, 20, -20,
+                        17, -17, 1e-30, -1e-30, 3.4e38, -3.4e38, 0.5, -0.5], np.float32)
+    for c, depthwise in [(23, False), (23, True), (40, True)]:
+        x = np.concatenate([special[:c], rng.uniform(-110, 110, max(0, c - special.size))]).astype(np.float32)
+        x = np.stack([x, np.roll(x, 5), -x]).reshape(1, 3, 1, c)
+        if depthwise:
+            x[0, 1, 0, 3] = np.nan
+        layer = _identity_layer(c, isa, activation, depthwise)
+        for nt in (1, 2):
+            y = layer(x, num_threads=nt)
+            ctx = (isa, activation, c, depthwise, nt)
+            assert_sigmoid_close(y, sigmoid_f64(x, silu), ctx)
+            finite = np.isfinite(x)
+            assert np.isfinite(y[finite]).all(), ctx
+            assert np.array_equal(np.isnan(y), np.isnan(x)), ctx
+            if not silu:
+                assert np.nanmin(y) >= 0 and np.nanmax(y) <= 1, ctx
+                assert np.all(y[x >= 88] == 1) and np.all(y[x <= -88] == 0), ctx
+            else:
+                assert np.array_equal(y[x >= 88], x[x >= 88]) and np.all(y[x <= -88] == 0), ctx
+
+
+@pytest.mark.parametrize('isa', ISAS)
+def test_linear_fused_sigmoid_silu(isa):
+    rng = np.random.default_rng(53)
+    for m, k, n in [(1, 3, 16), (7, 33, 17), (40, 64, 130)]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        wt = (rng.standard_normal((n, k)) * 6 / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        pre = FLinear(wt, b, isa=isa)(x)
+        for activation in ('sigmoid', 'silu'):
+            layer = FLinear(wt, b, isa=isa, activation=activation)
+            got = layer(x, num_threads=2)
+            _assert_fused_matches(got, pre, linear_f32(x, wt, b, activation=activation), activation,
+                                  (isa, m, k, n, activation))
+            assert np.array_equal(layer(x, num_threads=1), got)
+
+
+SIGMOID_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'c', 'test_qv_fsigmoid.c')
+
+
+def _sigmoid_shim(tmp_path, cc, flags, isa, runner=()):
+    """Compile test/c/test_qv_fsigmoid.c for ``isa`` (the kernels' float flags: -O3, FMA contraction as
+    the compiler likes) and run it: every input within 3e-7 of double-precision exp."""
+    exe = str(tmp_path / ('fsigmoid_' + isa))
+    include = os.path.join(os.path.dirname(fconv.__file__), 'include')
+    subprocess.run([cc, '-O3', '-std=c99', '-fno-math-errno', '-I', include] + flags
+                   + ['-DQV_ISA_%s=1' % isa.upper(), SIGMOID_C, '-o', exe, '-lm'], check=True, capture_output=True)
+    run = subprocess.run(list(runner) + [exe], capture_output=True, text=True, timeout=300)
+    # the float shim of an Arm build names itself 'generic' (its lanes are the generic ones)
+    assert run.returncode == 0 and ' 0 failed' in run.stdout, run.stdout + run.stderr
+    assert run.stdout.split(':')[0] in (isa, 'generic'), run.stdout
+
+
+@pytest.mark.parametrize('isa', [i for i in isa_flags.X86_64 if i in ISAS])
+def test_sigmoid_formula_x86(tmp_path, isa):
+    if platform.machine().lower() not in ('x86_64', 'amd64') or not shutil.which('gcc'):
+        pytest.skip('x86-64 with gcc only')
+    _sigmoid_shim(tmp_path, 'gcc', isa_flags.X86_64[isa], isa)
+
+
+@pytest.mark.parametrize('isa', list(isa_flags.AARCH64))
+def test_sigmoid_formula_aarch64_under_qemu(tmp_path, isa):
+    # Arm builds take the generic lanes of qv_fsimd.h (with FMA contraction there): same formula.
+    cc, runner = aarch64_cross_tools()
+    _sigmoid_shim(tmp_path, cc, ['-static'] + isa_flags.AARCH64[isa], isa, runner=runner)
+
+
+def test_bad_activation():
+    w = np.ones((4, 1, 1, 4), np.float32)
+    for kwargs in [dict(activation='relu'), dict(activation='SILU'), dict(activation='silu', act_min=0.0),
+                   dict(activation='sigmoid', act_max=1.0)]:
+        with pytest.raises(KernelError):
+            FConv2d(w, None, **kwargs)
+    with pytest.raises(KernelError):
+        FLinear(np.ones((4, 4), np.float32), None, activation='tanh')
+    mod = _registry.module('fconv', ISAS[-1])
+    assert (mod.ACT_CLAMP, mod.ACT_SIGMOID, mod.ACT_SILU) == (fconv.ACT_CLAMP, fconv.ACTIVATIONS['sigmoid'],
+                                                            fconv.ACTIVATIONS['silu'])
 
 
 def test_bad_arguments():

@@ -6,11 +6,11 @@ gcc-aarch64-linux-gnu and qemu-user, which .ci/run installs).
 """
 import os
 import platform
-import shutil
 import subprocess
 
 import pytest
 
+from kernel_check import aarch64_cross_tools
 from qvision_kernels import _registry, isa_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,11 +41,5 @@ def test_x86_shim(tmp_path, isa):
 
 @pytest.mark.parametrize('isa', list(isa_flags.AARCH64))
 def test_aarch64_shim_under_qemu(tmp_path, isa):
-    cc = shutil.which('aarch64-linux-gnu-gcc')
-    qemu = shutil.which('qemu-aarch64') or shutil.which('qemu-aarch64-static')
-    if not (cc and qemu):
-        if os.environ.get('CI'):
-            pytest.fail('CI must install gcc-aarch64-linux-gnu and qemu-user (see .ci/run)')
-        pytest.skip('no aarch64 cross compiler or qemu-aarch64 on this machine')
-    # -cpu max: an emulated CPU with the dot-product extension.
-    _build_and_run(tmp_path, cc, ['-static'] + isa_flags.AARCH64[isa], isa, runner=(qemu, '-cpu', 'max'))
+    cc, runner = aarch64_cross_tools()
+    _build_and_run(tmp_path, cc, ['-static'] + isa_flags.AARCH64[isa], isa, runner=runner)

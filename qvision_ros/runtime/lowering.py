@@ -200,9 +200,9 @@ def _bind_conv(layer, x, out, nt, quantized):
                                      oc // layer.groups, *geometry, *q, layer.mode, nt, layer.lut)
         act = (layer.act_min, layer.act_max)
         if layer.depthwise:
-            return functools.partial(mod.depthwise, x, layer._w, layer._bias, out, *geometry, *act, nt)
+            return functools.partial(mod.depthwise, x, layer._w, layer._bias, out, *geometry, *act, nt, layer._act)
         return functools.partial(mod.conv2d, x, layer._w, layer._bias, out, layer.groups, cg, oc // layer.groups,
-                                 *geometry, *act, layer.mode, nt)
+                                 *geometry, *act, layer.mode, nt, layer._act)
     except (AttributeError, TypeError, ValueError):
         return fallback
 
@@ -295,7 +295,8 @@ def _conv(node, ctx):
     layer = K.FConv2d(np.ascontiguousarray(w.astype(np.float32).transpose(0, 2, 3, 1)),
                       None if b is None else b.astype(np.float32).reshape(-1),
                       stride=strides, padding=pads, dilation=dilations, groups=int(node.attrs.get('group', 1)),
-                      act_min=node.attrs.get('_act_min'), act_max=node.attrs.get('_act_max'))
+                      act_min=node.attrs.get('_act_min'), act_max=node.attrs.get('_act_max'),
+                      activation=node.attrs.get('_activation'))
     nt = ctx.threads(node, _conv_macs(ctx, node, w.shape[0], w[0].size))
     return _single(ctx, node, lambda out, x: layer(x, out=out, num_threads=nt),
                    lambda out, x: _bind_conv(layer, x, out, nt, False))
@@ -343,15 +344,15 @@ def _gemm(node, ctx):
     a = node.attrs
     b = ctx.const(node.inputs[1])
     x = ctx.value(node.inputs[0])
-    act = {'act_min': a.get('_act_min'), 'act_max': a.get('_act_max')}
+    act = {'act_min': a.get('_act_min'), 'act_max': a.get('_act_max'), 'activation': a.get('_activation')}
     if node.op == 'Gemm':
         c = ctx.const(node.input(2))
         n = b.shape[0] if (b is not None and a.get('transB', 0)) else (b.shape[1] if b is not None else 0)
         usable = (b is not None and not a.get('transA', 0) and x.dtype == np.float32 and (not node.input(2) or
                                                                 (c is not None and c.size in (1, n))))
         if not usable:
-            if '_act_min' in a or '_act_max' in a:
-                raise node_error(node, 'internal: a fused clamp on a Gemm without constant weights')
+            if '_act_min' in a or '_act_max' in a or '_activation' in a:
+                raise node_error(node, 'internal: a fused activation on a Gemm without constant weights')
             return _generic(node, ctx)
         w = b.T if not a.get('transB', 0) else b
         w = (np.float32(a.get('alpha', 1.0)) * w.astype(np.float32)) if a.get('alpha', 1.0) != 1.0 else w
@@ -456,13 +457,18 @@ def _gmp(node, ctx):
 
 # ----------------------------------------------------------------------------------------- element-wise
 
-def _sigmoid_into(out, x):
-    """out = 1 / (1 + exp(-x)): the reference's float32 operations, in place."""
-    np.negative(x, out=out)
-    with np.errstate(over='ignore'):
-        np.exp(out, out=out)
-    out += np.float32(1)
-    np.divide(np.float32(1), out, out=out)
+def _sigmoid_step(ctx, node, silu):
+    """float32 Sigmoid / SiLU by the vectorised kernel (the formula of the convolutions' fused one)."""
+    nt = ctx.threads(node)
+
+    def bind(out, x):
+        if not (_fixed(x, np.float32) and _fixed(out, np.float32, x.shape)):
+            return functools.partial(K.eltwise.sigmoid_f32, x, silu, out=out, num_threads=nt)
+        if x.size == 0:
+            return _nothing
+        return functools.partial(_kernels('eltwise').sigmoid_f32, x.reshape(-1), out.reshape(-1), silu, nt)
+    return _single(ctx, node, lambda out, x: K.eltwise.sigmoid_f32(x, silu, out=out, num_threads=nt), bind,
+                   inplace=0)
 
 
 def _hardsigmoid_into(out, x, alpha, beta):
@@ -473,8 +479,6 @@ def _hardsigmoid_into(out, x, alpha, beta):
 
 UNARY_INTO = {
     'Relu': lambda node: lambda out, x: np.maximum(x, x.dtype.type(0), out=out),
-    'Sigmoid': lambda node: _sigmoid_into,
-    'Silu': lambda node: lambda out, x: (_sigmoid_into(out, x), np.multiply(out, x, out=out)),
     'Tanh': lambda node: lambda out, x: np.tanh(x, out=out),
     'HardSigmoid': lambda node: lambda out, x: _hardsigmoid_into(out, x, node.attrs.get('alpha', 0.2),
                                                                  node.attrs.get('beta', 0.5)),
@@ -484,10 +488,12 @@ UNARY_INTO = {
 }
 
 
-@lowering(*UNARY_INTO)
+@lowering(*UNARY_INTO, 'Sigmoid', 'Silu')
 def _unary(node, ctx):
     if ctx.value(node.inputs[0]).dtype != np.float32 and node.op not in ('Relu', 'Identity'):
         return _generic(node, ctx)
+    if node.op in ('Sigmoid', 'Silu'):
+        return _sigmoid_step(ctx, node, node.op == 'Silu')
     return _single(ctx, node, UNARY_INTO[node.op](node))
 
 

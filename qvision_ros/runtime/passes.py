@@ -9,6 +9,8 @@ ties).  The tests check each one by running the model with and without it.
 Internal operators the passes create (not ONNX):
 
 * ``Conv`` with attributes ``_act_min`` / ``_act_max`` - a float convolution with a fused clamp;
+* ``Conv`` / ``Gemm`` with attribute ``_activation`` ('sigmoid' or 'silu') - a float convolution or
+  fully-connected layer with the activation computed as it writes (:func:`fuse_conv_sigmoid`);
 * ``Silu`` - ``x * sigmoid(x)``;
 * ``QConv``, ``QGemm`` - int8 convolution / fully-connected layer, uint8 in and out;
 * ``QAdd``, ``QMul``, ``QConcat``, ``QAveragePool``, ``QGlobalAveragePool`` - uint8 element-wise ops,
@@ -378,21 +380,11 @@ def fuse_conv_activation(graph):
     ``clip(conv(x), lo, hi)`` is computed by the kernel as it writes (``_act_min`` / ``_act_max``)."""
     consumers = graph.consumers()
     for conv in list(graph.nodes):
-        if conv.op not in ('Conv', 'Gemm') or '_act_min' in conv.attrs or '_act_max' in conv.attrs:
-            continue
-        users = consumers.get(conv.outputs[0], [])
-        if len(users) != 1 or conv.outputs[0] in graph.outputs:
-            continue
-        act = users[0]
-        bounds = _activation_bounds_float(graph, act)
-        if bounds is None or graph.values[conv.outputs[0]].dtype != np.float32:
-            continue
-        if conv.op == 'Gemm' and (conv.attrs.get('transA', 0) or graph.const(conv.inputs[1]) is None):
-            continue                    # runs on the NumPy reference, which has no clamp
-        conv.attrs['_act_min'], conv.attrs['_act_max'] = bounds
-        conv.outputs = [act.outputs[0]]
-        conv.origin = conv.origin + act.origin
-        graph.nodes.remove(act)
+        act = _fusable_float_layer(graph, conv, consumers)
+        bounds = None if act is None else _activation_bounds_float(graph, act)
+        if bounds is not None:
+            conv.attrs['_act_min'], conv.attrs['_act_max'] = bounds
+            _absorb(graph, conv, act)
 
 
 def fuse_silu(graph):
@@ -414,6 +406,43 @@ def fuse_silu(graph):
                                                 sig.origin + mul.origin)])
                 graph.nodes.remove(sig)
                 break
+
+
+def _fusable_float_layer(graph, conv, consumers):
+    """The one reader of float Conv / Gemm ``conv``'s output, when an activation may be fused into it:
+    the output is float32, not a graph output, read by one node only, and the layer runs on the
+    kernels (a Gemm with constant weights and no transposed input; otherwise the NumPy reference, which
+    fuses nothing).  None otherwise."""
+    if conv.op not in ('Conv', 'Gemm') or any(k in conv.attrs for k in ('_act_min', '_act_max', '_activation')):
+        return None
+    users = consumers.get(conv.outputs[0], [])
+    if len(users) != 1 or conv.outputs[0] in graph.outputs or graph.values[conv.outputs[0]].dtype != np.float32:
+        return None
+    if conv.op == 'Gemm' and (conv.attrs.get('transA', 0) or graph.const(conv.inputs[1]) is None):
+        return None
+    return users[0]
+
+
+def _absorb(graph, conv, act):
+    """``act`` (the only reader of ``conv``) merged into ``conv``: its output and its ONNX nodes (the
+    profile lists them under the convolution's step)."""
+    conv.outputs = [act.outputs[0]]
+    conv.origin = conv.origin + act.origin
+    graph.nodes.remove(act)
+
+
+def fuse_conv_sigmoid(graph):
+    """A float Conv / Gemm whose only reader is a Sigmoid or a Silu (after :func:`fuse_silu`) takes it:
+    ``sigmoid(conv(x))`` / ``silu(conv(x))`` computed in registers as the kernel writes
+    (``_activation``), one pass over memory fewer.  The kernel's sigmoid is the standalone Sigmoid /
+    Silu step's formula (qvision_kernels/include/qv_fsimd.h), so the outputs agree to float32 rounding.
+    The step keeps the op ``Conv`` / ``Gemm``; its profile record lists the activation's ONNX nodes."""
+    consumers = graph.consumers()
+    for conv in list(graph.nodes):
+        act = _fusable_float_layer(graph, conv, consumers)
+        if act is not None and act.op in ('Sigmoid', 'Silu'):
+            conv.attrs['_activation'] = act.op.lower()
+            _absorb(graph, conv, act)
 
 
 # ------------------------------------------------------------------------------------------ QDQ passes
@@ -1381,9 +1410,7 @@ def fuse_conv_lut(graph):
         if conv is None or conv.attrs.get('lut') is not None:
             continue
         conv.attrs['lut'] = np.ascontiguousarray(lut.attrs['table'], dtype=np.uint8)
-        conv.outputs = list(lut.outputs)
-        conv.origin = conv.origin + lut.origin
-        graph.nodes.remove(lut)
+        _absorb(graph, conv, lut)
 
 
 def dq_values(scale, zero_point):
@@ -1420,6 +1447,7 @@ PASSES = [
     ('fuse_conv_lut', fuse_conv_lut),
     ('fuse_conv_activation', fuse_conv_activation),
     ('fuse_silu', fuse_silu),
+    ('fuse_conv_sigmoid', fuse_conv_sigmoid),
     ('remove_dead_final', remove_dead),
 ]
 
@@ -1427,7 +1455,8 @@ PASSES = [
 OPTIONAL_PASSES = {'eliminate_identity', 'fold_batchnorm', 'fold_conv_affine', 'fuse_qdq_data_movement',
                    'sink_dequantize', 'fuse_qdq_conv', 'fuse_qdq_binary', 'fuse_qdq_concat', 'fuse_qdq_average',
                    'fuse_qdq_lut', 'compose_luts', 'split_conv_for_slices', 'merge_concat_slices',
-                   'fold_concat_rescale', 'fuse_conv_lut', 'fuse_conv_activation', 'fuse_silu'}
+                   'fold_concat_rescale', 'fuse_conv_lut', 'fuse_conv_activation', 'fuse_silu',
+                   'fuse_conv_sigmoid'}
 
 
 def run_passes(graph, disable=()):
