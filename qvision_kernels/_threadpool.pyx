@@ -13,11 +13,14 @@ cdef extern from "qv_threadpool.h" nogil:
         long spin_ns
         unsigned long jobs_parallel
         unsigned long tasks_by_workers
+        unsigned long stalls
     qv_pool_t qv_pool
     void qv_pool_parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads)
     int qv_pool_init(long spin_us)
     int QV_POOL_DEFAULT_SPIN_US
     int qv_pool_selftest(long timeout_ms, int *ids)
+    int qv_pool_stalltest(long hold_ms, long timeout_ms)
+    void qv_pool_clear_stall()
 
 
 cdef void parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) nogil:
@@ -51,9 +54,11 @@ def set_spin_us(long us):
 
 
 def stats():
-    """Workers started, jobs shared with workers, tasks the workers ran, and the spin time (us)."""
+    """Workers started, jobs shared with workers, tasks the workers ran, stalls (waits for a worker that
+    had lost its core, after which jobs run alone for a while) and the spin time (us)."""
     return {'workers': qv_pool.nworkers, 'jobs_parallel': qv_pool.jobs_parallel,
-            'tasks_by_workers': qv_pool.tasks_by_workers, 'spin_us': qv_pool.spin_ns // 1000}
+            'tasks_by_workers': qv_pool.tasks_by_workers, 'stalls': qv_pool.stalls,
+            'spin_us': qv_pool.spin_ns // 1000}
 
 
 def _selftest(long timeout_ms=10000):
@@ -65,3 +70,17 @@ def _selftest(long timeout_ms=10000):
     with nogil:
         met = qv_pool_selftest(timeout_ms, ids)
     return bool(met), (ids[0], ids[1])
+
+
+def _stalltest(long hold_ms=30, long timeout_ms=10000):
+    """True if a job whose worker holds its task ``hold_ms`` longer than the caller counts as a stall and
+    the next job then runs on the caller alone.  For tests."""
+    cdef int ok
+    with nogil:
+        ok = qv_pool_stalltest(hold_ms, timeout_ms)
+    return bool(ok)
+
+
+def _clear_stall():
+    """Forget a recent stall (jobs are shared with workers again at once).  For tests."""
+    qv_pool_clear_stall()

@@ -11,7 +11,11 @@
  *     thread handles the same part of the image from one layer to the next and finds it in its cache;
  *     a thread that runs out takes tasks from the back of the others' shares;
  *   - a worker spins for a bounded time after its last task (QVISION_SPIN_US), so that the layers of
- *     one model run find it awake, and then sleeps on a condition variable: an idle pool costs no CPU.
+ *     one model run find it awake, and then sleeps on a condition variable: an idle pool costs no CPU;
+ *   - a worker that loses its core while it holds a task does cost latency (the caller must wait for
+ *     that task).  When such a wait is long (a stall: QV_POOL_STALL_NS), the caller runs its jobs alone
+ *     for a while and then tries again, so that on a machine whose other cores are busy the kernels run
+ *     at one-thread speed instead of waiting for time slices.
  *
  * Each share is one 64-bit word - epoch:24 | front:20 | back:20 - on a cache line of its own, taken
  * with a compare-and-swap that fails if the job changed meanwhile.  A job is not replaced while one of
@@ -40,6 +44,14 @@
 #define QV_POOL_MAX_THREADS 255
 #define QV_POOL_MAX_TASKS 0xfffff          /* 20 bits: more tasks than this run on the calling thread */
 #define QV_POOL_DEFAULT_SPIN_US 200
+/* A wait for a worker's task longer than this (and than 4 of the caller's own tasks) is a stall: the
+ * worker lost its core while holding the task.  The caller then runs jobs alone for a while (25 ms,
+ * doubling with each stall that comes within QV_POOL_CALM_NS of the one before, up to 0.8 s) and tries
+ * again. */
+#define QV_POOL_STALL_NS 300000L
+#define QV_POOL_SOLO_NS 25000000L
+#define QV_POOL_SOLO_MAX_SHIFT 5
+#define QV_POOL_CALM_NS 5000000000L
 
 typedef void (*qv_task_fn)(void *ctx, Py_ssize_t task, int worker);
 
@@ -60,6 +72,10 @@ typedef struct {
     long spin_ns;
     unsigned long jobs_parallel; /* statistics: jobs shared with workers, tasks run by workers */
     unsigned long tasks_by_workers;
+    unsigned long stalls;        /* statistics: waits for a worker's task judged a stall */
+    long solo_until;             /* jobs run on their caller alone until this time (ns)... */
+    int solo_shift;              /* ...for QV_POOL_SOLO_NS << solo_shift after a stall */
+    long last_stall;             /* time of the last stall (ns) */
     pthread_mutex_t submit;      /* held by the caller of the current job; a second caller runs alone */
     pthread_mutex_t sleep_lock;
     pthread_cond_t wake;
@@ -198,8 +214,11 @@ static void qv_pool_parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, in
         nthreads = (int)ntasks;
     if (nthreads > QV_POOL_MAX_THREADS)
         nthreads = QV_POOL_MAX_THREADS;
-    if (nthreads <= 1 || ntasks > QV_POOL_MAX_TASKS || pthread_mutex_trylock(&qv_pool.submit) != 0) {
-        /* one thread, or another job is in progress (another caller, or a task calling back): alone */
+    long t0 = nthreads > 1 ? qv_now_ns() : 0;
+    if (nthreads <= 1 || ntasks > QV_POOL_MAX_TASKS || t0 < __atomic_load_n(&qv_pool.solo_until, __ATOMIC_RELAXED)
+            || pthread_mutex_trylock(&qv_pool.submit) != 0) {
+        /* one thread, a recent stall, or another job in progress (another caller, or a task calling
+         * back): alone */
         for (i = 0; i < ntasks; i++)
             fn(ctx, i, 0);
         return;
@@ -219,7 +238,8 @@ static void qv_pool_parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, in
         pthread_cond_broadcast(&qv_pool.wake);
         pthread_mutex_unlock(&qv_pool.sleep_lock);
     }
-    qv_pool_work(0, epoch, nthreads);
+    Py_ssize_t ran = qv_pool_work(0, epoch, nthreads);
+    long t1 = qv_now_ns();
     /* every task is taken; wait for those still in a worker's hands */
     unsigned n = 0;
     while (__atomic_load_n(&qv_pool.done, __ATOMIC_ACQUIRE) != ntasks) {
@@ -228,6 +248,18 @@ static void qv_pool_parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, in
             sched_yield();   /* the worker may be waiting for this core */
     }
     qv_pool.jobs_parallel++;
+    if (n) {
+        long t2 = qv_now_ns(), waited = t2 - t1;
+        if (waited > QV_POOL_STALL_NS && (ran == 0 || waited > 4 * (t1 - t0) / ran)) {
+            qv_pool.stalls++;
+            if (t2 - qv_pool.last_stall > QV_POOL_CALM_NS)
+                qv_pool.solo_shift = 0;
+            qv_pool.last_stall = t2;
+            __atomic_store_n(&qv_pool.solo_until, t2 + (QV_POOL_SOLO_NS << qv_pool.solo_shift), __ATOMIC_RELAXED);
+            if (qv_pool.solo_shift < QV_POOL_SOLO_MAX_SHIFT)
+                qv_pool.solo_shift++;
+        }
+    }
     pthread_mutex_unlock(&qv_pool.submit);
 }
 
@@ -249,13 +281,60 @@ static void qv_selftest_task(void *ctx, Py_ssize_t task, int worker)
         sched_yield();
 }
 
+static void qv_pool_clear_stall(void)
+{
+    __atomic_store_n(&qv_pool.solo_until, 0, __ATOMIC_RELAXED);
+    qv_pool.solo_shift = 0;
+    qv_pool.last_stall = 0;
+}
+
 static int qv_pool_selftest(long timeout_ms, int *ids)
 {
     qv_selftest_t st = {0, {-1, -1}, qv_now_ns() + timeout_ms * 1000000L};
+    qv_pool_clear_stall();
     qv_pool_parallel_for(qv_selftest_task, &st, 2, 2);
     ids[0] = st.ids[0];
     ids[1] = st.ids[1];
     return __atomic_load_n(&st.arrived, __ATOMIC_SEQ_CST) == 2 && qv_now_ns() < st.deadline;
+}
+
+/* Self-test of the stall rule (tests only): a job whose worker task holds on for hold_ms after the
+ * caller's is done must count as a stall, and the next job must then run on the caller alone.
+ * Returns 1 if both happened (0 if the two tasks did not even meet within timeout_ms). */
+typedef struct {
+    qv_selftest_t meet;
+    long hold_ns;
+} qv_stalltest_t;
+
+static void qv_stalltest_task(void *ctx, Py_ssize_t task, int worker)
+{
+    qv_stalltest_t *st = (qv_stalltest_t *)ctx;
+    qv_selftest_task(&st->meet, task, worker);
+    if (worker != 0) {
+        long until = qv_now_ns() + st->hold_ns;
+        while (qv_now_ns() < until)
+            QV_PAUSE();
+    }
+}
+
+static void qv_ids_task(void *ctx, Py_ssize_t task, int worker)
+{
+    if (worker != 0)
+        __atomic_store_n((int *)ctx, 1, __ATOMIC_RELAXED);
+}
+
+static int qv_pool_stalltest(long hold_ms, long timeout_ms)
+{
+    qv_stalltest_t st = {{0, {-1, -1}, qv_now_ns() + timeout_ms * 1000000L}, hold_ms * 1000000L};
+    unsigned long stalls = qv_pool.stalls;
+    int on_worker = 0;
+    qv_pool_clear_stall();
+    qv_pool_parallel_for(qv_stalltest_task, &st, 2, 2);
+    if (st.meet.arrived != 2 || qv_pool.stalls != stalls + 1)
+        return 0;
+    qv_pool_parallel_for(qv_ids_task, &on_worker, 64, 2);
+    qv_pool_clear_stall();
+    return !on_worker;
 }
 
 /* After fork() only the forking thread exists in the child: forget the workers and start afresh. */
@@ -268,6 +347,7 @@ static void qv_pool_atfork_child(void)
     qv_pool.done = 0;
     qv_pool.sleepers = 0;
     qv_pool.nworkers = 0;
+    qv_pool.solo_until = 0;
 }
 
 static void qv_pool_atfork_prepare(void) { pthread_mutex_lock(&qv_pool.submit); }
