@@ -2,9 +2,10 @@
  * kernel modules reach it through that module's cimported parallel_for).
  *
  * Why not OpenMP: a parallel region ends in a barrier, so the calling thread waits for every thread of
- * the team, including one that is still waking up (a futex wake-up: ~200 us on the virtual machine this
- * was measured on) or that has no core because another process holds it (a scheduler time slice, ms).
- * Spinning avoids the wake-up but makes the second case worse.  Here:
+ * the team, including one that is still waking up (with libgomp's passive wait a 2-thread region cost
+ * ~200 us on the 2-core virtual machine this was measured on) or that has no core because another
+ * process holds it (a scheduler time slice, ms).  Spinning avoids the wake-up but makes the second case
+ * worse.  Here:
  *   - the caller works on its job at once and waits only for tasks that a worker has actually taken:
  *     a worker that is late finds nothing left, and the job costs what one thread would;
  *   - thread t starts on its own contiguous share of the tasks (share t of n), front to back, so that a
