@@ -194,6 +194,15 @@ def check_out(out, shape, dtype, *inputs):
         raise KernelError('out must not overlap the input')
 
 
+def pack_dw3(weight, cp):
+    """Depthwise weights [C, KH, 3, 1] int8 packed by kernel row for the kernels' 3-wide path (qv_dw3_tile4):
+    [KH, cp] int32 whose 4 bytes are [w(kx=0), w(kx=1), w(kx=2), 0] of one channel (channels >= C zero)."""
+    c, kh = weight.shape[:2]
+    w8 = np.zeros((kh, cp, 4), np.int8)
+    w8[:, :c, :3] = weight.reshape(c, kh, 3).transpose(1, 0, 2)
+    return w8.view(np.int32).reshape(kh, cp)
+
+
 class QConv2d(ConvGeometry):
     """A prepared int8 2-D convolution (NHWC uint8 in and out).
 
@@ -252,6 +261,7 @@ class QConv2d(ConvGeometry):
             wdw = np.zeros((kh * kw, cp), np.int32)
             wdw[:, :oc] = weight.reshape(oc, kh * kw).T.astype(np.int32) & 0xFFFF
             self._w = wdw
+            self._w3 = pack_dw3(weight, cp) if self._mod.DW3 and kw == 3 and self.dilation[1] == 1 else None
             self._bias = np.zeros(cp, np.int32)
             self._bias[:oc] = folded
             self._mult = np.zeros(cp, np.float32)
@@ -281,7 +291,7 @@ class QConv2d(ConvGeometry):
             self._mod.depthwise(x, self._w, self._bias, self._mult, out, kh, kw, self.stride[0],
                                 self.stride[1], self.pads[0], self.pads[1], self.dilation[0],
                                 self.dilation[1], self.x_zero_point, self.y_zero_point, self.act_min,
-                                self.act_max, nt, self.lut)
+                                self.act_max, nt, self.lut, self._w3)
         else:
             self._mod.conv2d(x, self._w, self._bias, self._mult, out, self.groups,
                              self.weight_shape[3], self.out_channels // self.groups, kh, kw,

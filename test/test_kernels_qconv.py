@@ -685,3 +685,106 @@ def test_minus_128_weights(qconv_isa, path):
     got = QConv2d(w, bias, 3, mult, 128, padding=k // 2, groups=groups, isa=qconv_isa)(x)
     want = reference.conv2d_int8(x, w, bias, 3, mult, 128, pads=(k // 2,) * 4, groups=groups)
     assert_bitexact(got, want, '-128 weights path=%s isa=%s' % (path, qconv_isa))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The 3-wide depthwise path (qv_dw3_tile4: VBMI byte gathers and one VPDPBUSD per kernel row, 4-pixel tiles
+# over whole rows, borders from zero-point-padded copies).  Taken on the avx512vnni variant when the CPU
+# has VBMI (module flag DW3), for kw == 3, dilation_w == 1, stride_w 1 or 2 and at least 4 output columns;
+# every other variant and case runs the per-tap path, so these cases check both.
+
+DW3_CHANNELS = (1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80)
+
+
+def _dw3_case(seed, c, **kw):
+    return Case(seed=seed, c=c, oc=c, groups=c, **kw)
+
+
+def _check_dw3(case, isa, num_threads=1):
+    """check() that also says whether the 3-wide path ran, and checks it ran where it should."""
+    conv = layer(case, isa)
+    wo = (case.w + case.pads[1] + case.pads[3] - (case.kw - 1) * case.dilation[1] - 1) // case.stride[1] + 1
+    wanted = (_registry.module('qconv', isa).DW3 and case.kw == 3 and case.dilation[1] == 1
+              and case.stride[1] in (1, 2) and wo >= 4)
+    y = conv(arrays(case)[0], num_threads=num_threads)
+    took = conv._w3 is not None and wo >= 4 and case.stride[1] in (1, 2)
+    assert took == wanted, (case, isa)
+    assert_bitexact(y, expected(case), context='%r isa=%s num_threads=%d 3-wide path=%s'
+                    % (case, isa, num_threads, took))
+    return conv, y
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('c', DW3_CHANNELS)
+def test_depthwise_3wide_channels_and_widths(qconv_isa, stride, c):
+    # Channels around the 16-lane blocks (a tail goes to the per-tap tile), output widths around the
+    # 4-pixel tile (the last tile shifted left, Wo = 3 not taking the path), borders on both sides.
+    for i, w in enumerate((5, 7, 8, 9, 10, 13, 17)):
+        _check_dw3(_dw3_case(1700 + 40 * c + 8 * stride + i, c, h=4, w=w, stride=(stride, stride),
+                             pads=(1, 1, 1, 1)), qconv_isa)
+
+
+DW3_CASES = (
+    _dw3_case(1801, 32, n=3, h=6, w=11, pads=(1, 1, 1, 1)),                        # batch > 1
+    _dw3_case(1802, 48, h=7, w=12, pads=(0, 0, 0, 0)),                             # no padding
+    _dw3_case(1803, 40, h=7, w=15, pads=(2, 3, 1, 2), stride=(2, 2)),              # wide, asymmetric
+    _dw3_case(1804, 24, h=6, w=9, pads=(0, 2, 1, 0), stride=(1, 2)),               # left pad only
+    _dw3_case(1805, 16, h=5, w=10, kh=5, pads=(2, 1, 2, 1)),                       # 5x3 kernel
+    _dw3_case(1806, 17, h=6, w=10, kh=1, pads=(0, 1, 0, 1), stride=(2, 1)),       # 1x3 kernel
+    _dw3_case(1807, 33, h=9, w=11, dilation=(2, 1), pads=(2, 1, 2, 1)),            # dilated rows only
+    _dw3_case(1808, 64, h=4, w=6, pads=(3, 4, 3, 4)),                              # pads wider than a tile
+    _dw3_case(1809, 16, n=2, h=3, w=4, pads=(0, 0, 0, 0)),                         # 2 output columns
+    _dw3_case(1810, 96, h=5, w=30, stride=(2, 2), pads=(0, 0, 1, 1)),              # ONNX-style s2 pads
+)
+
+
+@pytest.mark.parametrize('index', range(len(DW3_CASES)))
+def test_depthwise_3wide_geometry_and_threads(qconv_isa, index):
+    case = DW3_CASES[index]
+    outs = [_check_dw3(case, qconv_isa, num_threads=nt)[1] for nt in (1, 2, 3, 7)]
+    for y in outs[1:]:
+        assert np.array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_depthwise_3wide_extremes(qconv_isa, stride):
+    # -128/127 weights against 0/255 inputs (VPDPBUSD takes u8 x s8 without saturation), with zero points
+    # at both ends and a clamp inside the range (the byte clamp after the packs).
+    rng = np.random.default_rng(1900 + stride)
+    for c, zp_x, zp_y, lo, hi in ((48, 0, 255, 0, 255), (33, 255, 0, 0, 255), (64, 128, 128, 20, 230)):
+        w = rng.choice(np.array([-128, 127], np.int8), size=(c, 3, 3, 1))
+        x = rng.choice(np.array([0, 255], np.uint8), size=(2, 6, 13, c))
+        x[1, :, :4] = 255
+        mult = rng.uniform(1.0 / 2 ** 12, 1.0 / 2 ** 9, c).astype(np.float32)
+        bias = rng.integers(-2 ** 17, 2 ** 17, size=c, dtype=np.int32)
+        conv = QConv2d(w, bias, zp_x, mult, zp_y, stride=stride, padding=1, groups=c, act_min=lo, act_max=hi,
+                       isa=qconv_isa)
+        got = conv(x)
+        want = reference.conv2d_int8(x, w, bias, zp_x, mult, zp_y, stride=(stride, stride), pads=(1, 1, 1, 1),
+                                     groups=c, lo=lo, hi=hi)
+        assert_bitexact(got, want, 'extremes c=%d zp_x=%d stride=%d isa=%s' % (c, zp_x, stride, qconv_isa))
+        assert got.min() == lo and got.max() == hi
+
+
+def test_depthwise_3wide_huge_multiplier_and_lut(qconv_isa):
+    # Outputs beyond int32 in float (only the upper clamp is applied in float on this path) and a fused
+    # table, with threads: the table must see every byte of every tile, shifted last tiles included.
+    case = _dw3_case(1950, 40, n=2, h=7, w=14, pads=(1, 1, 1, 1), gain=1e9)
+    _check_dw3(case, qconv_isa)
+    case = _dw3_case(1951, 40, n=2, h=7, w=14, pads=(1, 1, 1, 1))
+    x, w, bias, zp_x, mult, zp_y = arrays(case)
+    lut = np.random.default_rng(1951).permutation(256).astype(np.uint8)
+    conv = QConv2d(w, bias, zp_x, mult, zp_y, padding=1, groups=40, lut=lut, isa=qconv_isa)
+    for nt in (1, 2, 3):
+        assert_bitexact(conv(x, num_threads=nt), lut[expected(case)], 'lut num_threads=%d' % nt)
+
+
+def test_depthwise_3wide_packing():
+    # The row packing the 3-wide path reads: per kernel row and channel the bytes w(kx=0..2), 0.
+    from qvision_kernels.conv import pack_dw3
+    w = np.arange(-60, -60 + 20 * 2 * 3, dtype=np.int8).reshape(20, 2, 3, 1)
+    p = pack_dw3(w, 32)
+    assert p.shape == (2, 32) and p.dtype == np.int32
+    b = p.view(np.int8).reshape(2, 32, 4)
+    assert np.array_equal(b[:, :20, :3], w[:, :, :, 0].transpose(1, 0, 2))
+    assert not b[:, :, 3].any() and not b[:, 20:].any()

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <stddef.h>
 
 #if defined(QV_ISA_AVX512VNNI) || defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
 #include <immintrin.h>
@@ -78,9 +79,128 @@ static inline void qv_store_i32(qv_acc acc, int32_t *dst) { _mm512_storeu_si512(
  * int32 lane with a zero high half, so VPMADDWD on the zero-extended bytes gives x * w exactly. */
 static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
 {
+    /* VPDPBUSD: bytes 1-3 of each zero-extended lane are zero, so only x * (int8)w enters the sum, exactly
+     * what VPMADDWD + VPADDD gave, in one instruction. */
     __m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x));
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(xv, _mm512_loadu_si512((const void *)w)));
+    return _mm512_dpbusd_epi32(acc, xv, _mm512_loadu_si512((const void *)w));
 }
+
+/* Depthwise 3-wide kernel rows (kw == 3, dilation_w == 1) with AVX-512 VBMI, chosen at run time
+ * (qv_lut_has_vbmi(): VBMI is not among this variant's build flags).
+ *
+ * For 16 channels one VPERMB gathers the three horizontal taps of a pixel into 4-byte groups
+ * [x(kx=0)[c], x(kx=1)[c], x(kx=2)[c], any] from a register holding four input columns, and one VPDPBUSD
+ * multiplies them with w3 = [w(kx=0)[c], w(kx=1)[c], w(kx=2)[c], 0]: one instruction per kernel row where
+ * qv_dw_mac takes three.  The 4th byte meets a zero weight, so what it holds does not matter.
+ *
+ * qv_dw3_tile4 computes four neighbouring output pixels of one row: pixel k's kernel row ky reads the
+ * input columns rows[ky] + (k * sw + kx) * C; the caller makes all (3 * sw + 3) columns readable (inside
+ * the input, or a copy padded with zero points) for channels [0, nc), nc a multiple of 16, bias and requantisation
+ * as qv_dw_mac's callers.  Input columns are shared between the pixels: stride 1 reads columns 0-5 in two
+ * registers (0-3 and 4-5), stride 2 reads 0-8 in three (0-3, 4-7, 8); VPERMT2B crosses the registers.
+ * sw must be 1 or 2 (other strides take qv_dw_mac).  w3 is [kh][Cp] int32 (4 bytes each). */
+#if defined(__GNUC__)
+#define QV_DW3_VBMI 1
+__attribute__((target("avx512vbmi")))
+static inline __m512i qv__cols4(const uint8_t *p, ptrdiff_t C)
+{
+    __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + C)), 1);
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + 2 * C)), 2);
+    return _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(p + 3 * C)), 3);
+}
+
+/* VPERMB/VPERMT2B indices: byte j of a gathered vector is channel j / 4, tap j % 4 (tap 3 repeats tap 0)
+ * from column first + tap, where column k sits at bytes 16 * k (k >= 4: in the second register).
+ * Row f: first = f. */
+static const uint8_t qv__dw3_idx[4][64] = {
+    { 0, 16, 32,  0,  1, 17, 33,  1,  2, 18, 34,  2,  3, 19, 35,  3,
+      4, 20, 36,  4,  5, 21, 37,  5,  6, 22, 38,  6,  7, 23, 39,  7,
+      8, 24, 40,  8,  9, 25, 41,  9, 10, 26, 42, 10, 11, 27, 43, 11,
+     12, 28, 44, 12, 13, 29, 45, 13, 14, 30, 46, 14, 15, 31, 47, 15},
+    {16, 32, 48, 16, 17, 33, 49, 17, 18, 34, 50, 18, 19, 35, 51, 19,
+     20, 36, 52, 20, 21, 37, 53, 21, 22, 38, 54, 22, 23, 39, 55, 23,
+     24, 40, 56, 24, 25, 41, 57, 25, 26, 42, 58, 26, 27, 43, 59, 27,
+     28, 44, 60, 28, 29, 45, 61, 29, 30, 46, 62, 30, 31, 47, 63, 31},
+    {32, 48, 64, 32, 33, 49, 65, 33, 34, 50, 66, 34, 35, 51, 67, 35,
+     36, 52, 68, 36, 37, 53, 69, 37, 38, 54, 70, 38, 39, 55, 71, 39,
+     40, 56, 72, 40, 41, 57, 73, 41, 42, 58, 74, 42, 43, 59, 75, 43,
+     44, 60, 76, 44, 45, 61, 77, 45, 46, 62, 78, 46, 47, 63, 79, 47},
+    {48, 64, 80, 48, 49, 65, 81, 49, 50, 66, 82, 50, 51, 67, 83, 51,
+     52, 68, 84, 52, 53, 69, 85, 53, 54, 70, 86, 54, 55, 71, 87, 55,
+     56, 72, 88, 56, 57, 73, 89, 57, 58, 74, 90, 58, 59, 75, 91, 59,
+     60, 76, 92, 60, 61, 77, 93, 61, 62, 78, 94, 62, 63, 79, 95, 63}
+};
+
+__attribute__((target("avx512vbmi")))
+static void qv_dw3_tile4(const uint8_t *const *rows, int kh, int sw, ptrdiff_t C, ptrdiff_t nc,
+                         const int32_t *w3, ptrdiff_t Cp, const int32_t *bias, const float *mult,
+                         float lo_f, float hi_f, int32_t zp, uint8_t *dst)
+{
+    const __m512i i0 = _mm512_loadu_si512((const void *)qv__dw3_idx[0]);
+    const __m512i i1 = _mm512_loadu_si512((const void *)qv__dw3_idx[1]);
+    const __m512i i2 = _mm512_loadu_si512((const void *)qv__dw3_idx[2]);
+    const __m512i i3 = _mm512_loadu_si512((const void *)qv__dw3_idx[3]);
+    /* after the two packs, dword 4 * l + k holds pixel k's channels 4l..4l+3: transpose to pixel-major */
+    const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512 hi = _mm512_set1_ps(hi_f);
+    const __m512i z16 = _mm512_set1_epi16((short)zp);
+    const __m512i lo8 = _mm512_set1_epi8((char)(uint8_t)((int32_t)lo_f + zp));
+    const __m512i hi8 = _mm512_set1_epi8((char)(uint8_t)((int32_t)hi_f + zp));
+    for (ptrdiff_t c = 0; c < nc; c += 16) {
+        __m512i a0 = _mm512_loadu_si512((const void *)(bias + c)), a1 = a0, a2 = a0, a3 = a0;
+        for (int ky = 0; ky < kh; ky++) {
+            const uint8_t *r = rows[ky] + c;
+            const __m512i w = _mm512_loadu_si512((const void *)(w3 + ky * Cp + c));
+            if (sw == 1) {
+                /* columns 0-3 and 4-5 */
+                __m512i za = qv__cols4(r, C);
+                __m512i zb = _mm512_castsi256_si512(_mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(r + 4 * C))),
+                    _mm_loadu_si128((const __m128i *)(r + 5 * C)), 1));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_permutexvar_epi8(i0, za), w);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_permutexvar_epi8(i1, za), w);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_permutex2var_epi8(za, i2, zb), w);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_permutex2var_epi8(za, i3, zb), w);
+            } else {
+                /* columns 0-3, 4-7 and 8 */
+                __m512i za = qv__cols4(r, C), zb = qv__cols4(r + 4 * C, C);
+                __m512i zc = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(r + 8 * C)));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_permutexvar_epi8(i0, za), w);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_permutex2var_epi8(za, i2, zb), w);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_permutexvar_epi8(i0, zb), w);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_permutex2var_epi8(zb, i2, zc), w);
+            }
+        }
+        /* Requantise the four pixels together, the same integers as qv_requant_store: clamping commutes
+         * with rounding (integer bounds), so only the upper bound is applied in float (it keeps the
+         * conversion in range; a value below -2^31 converts to INT32_MIN, which still saturates low), the
+         * zero point is added with int16 saturation and both bounds are applied again to the bytes. */
+        const __m512 m = _mm512_loadu_ps(mult + c);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a0), m), hi));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a1), m), hi));
+        __m512i q2 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a2), m), hi));
+        __m512i q3 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a3), m), hi));
+        __m512i p01 = _mm512_adds_epi16(_mm512_packs_epi32(q0, q1), z16);
+        __m512i p23 = _mm512_adds_epi16(_mm512_packs_epi32(q2, q3), z16);
+        __m512i b = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(p01, p23), lo8), hi8);
+        b = _mm512_permutexvar_epi32(tr, b);
+        if (C == 16) {
+            _mm512_storeu_si512((void *)dst, b);
+        } else {
+            _mm_storeu_si128((__m128i *)(dst + c), _mm512_castsi512_si128(b));
+            _mm_storeu_si128((__m128i *)(dst + C + c), _mm512_extracti32x4_epi32(b, 1));
+            _mm_storeu_si128((__m128i *)(dst + 2 * C + c), _mm512_extracti32x4_epi32(b, 2));
+            _mm_storeu_si128((__m128i *)(dst + 3 * C + c), _mm512_extracti32x4_epi32(b, 3));
+        }
+    }
+}
+#else
+#define QV_DW3_VBMI 0
+static void qv_dw3_tile4(const uint8_t *const *rows, int kh, int sw, ptrdiff_t C, ptrdiff_t nc,
+                         const int32_t *w3, ptrdiff_t Cp, const int32_t *bias, const float *mult,
+                         float lo_f, float hi_f, int32_t zp, uint8_t *dst) { }
+#endif
 
 /* ------------------------------------------------------------------------------------------------- */
 #elif defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
@@ -180,8 +300,14 @@ static inline qv_acc qv_dw_mac(qv_acc acc, const uint8_t *x, const int32_t *w)
     __m128i xb = _mm_loadu_si128((const __m128i *)x);
     __m256i lo = _mm256_cvtepu8_epi32(xb);
     __m256i hi = _mm256_cvtepu8_epi32(_mm_srli_si128(xb, 8));
+#if defined(QV_ISA_AVXVNNI)
+    /* one VPDPBUSD per 8 lanes: the zero bytes 1-3 of each lane leave x * (int8)w, as in the 512-bit case */
+    acc.lo = _mm256_dpbusd_avx_epi32(acc.lo, lo, _mm256_loadu_si256((const __m256i *)w));
+    acc.hi = _mm256_dpbusd_avx_epi32(acc.hi, hi, _mm256_loadu_si256((const __m256i *)(w + 8)));
+#else
     acc.lo = _mm256_add_epi32(acc.lo, _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)w)));
     acc.hi = _mm256_add_epi32(acc.hi, _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(w + 8))));
+#endif
     return acc;
 }
 

@@ -195,7 +195,7 @@ def _bind_conv(layer, x, out, nt, quantized):
             q = (layer.x_zero_point, layer.y_zero_point, layer.act_min, layer.act_max)
             if layer.depthwise:
                 return functools.partial(mod.depthwise, x, layer._w, layer._bias, layer._mult, out,
-                                         *geometry, *q, nt, layer.lut)
+                                         *geometry, *q, nt, layer.lut, layer._w3)
             return functools.partial(mod.conv2d, x, layer._w, layer._bias, layer._mult, out, layer.groups, cg,
                                      oc // layer.groups, *geometry, *q, layer.mode, nt, layer.lut)
         act = (layer.act_min, layer.act_max)
