@@ -610,3 +610,28 @@ def test_copy_rows(isa):
         mod.copy_rows(np.zeros(10, np.uint8), 0, 5, np.zeros(10, np.uint8), 1, 5, 2, 5, 1)
     with pytest.raises(ValueError, match='do not fit'):
         mod.copy_rows(np.zeros(10, np.uint8), 0, 3, np.zeros(10, np.uint8), 0, 5, 2, 5, 1)
+
+
+@pytest.mark.parametrize('vbmi', [False, True])
+def test_lut_rows(isa, vbmi):
+    """lut_rows against table[x] written into a band: widths around the stack buffer (4096 bytes) and
+    the copy steps, row counts around a job, 1 and 2 threads; VBMI only where the CPU has it."""
+    mod = _registry.module('eltwise', isa)
+    vbmi = vbmi and mod.HAS_VBMI
+    r = np.random.default_rng(98)
+    table = _u8(r, 256)
+    for rows in (1, 5, 512, 1100):
+        for width in (1, 7, 16, 24, 48, 64, 300, 4095, 4096, 5000):
+            if rows * width > 3_000_000:
+                continue
+            for nt in (1, 2):
+                x = _u8(r, (rows, width))
+                dst = _u8(r, (rows, width + 9))
+                expected = dst.copy()
+                expected[:, 3:3 + width] = table[x]
+                mod.lut_rows(x.reshape(-1), table, dst.reshape(-1), 3, width + 9, rows, width, nt, vbmi)
+                assert_bitexact(dst, expected, (isa, vbmi, rows, width, nt))
+    with pytest.raises(ValueError, match='do not fit'):
+        mod.lut_rows(np.zeros(9, np.uint8), table, np.zeros(20, np.uint8), 0, 5, 2, 5, 1, False)
+    with pytest.raises(ValueError, match='256'):
+        mod.lut_rows(np.zeros(10, np.uint8), table[:255], np.zeros(20, np.uint8), 0, 5, 2, 5, 1, False)

@@ -840,6 +840,10 @@ def _bind_concat(arrays, out, axis, tables, scratch, nt):
         index = (slice(None),) * axis + (slice(start, start + x.shape[axis]),)
         start += x.shape[axis]
         if x.size:
+            fused = table is not None and _bind_band(out, index, x, True, nt, table)
+            if fused:
+                calls.append(fused)
+                continue
             if table is not None:
                 tmp = scratch[:x.size].reshape(x.shape)
                 calls.append(_bind_lut(x, table, tmp, nt))
@@ -863,12 +867,20 @@ def _band(whole, part):
     return offset, whole.strides[a - 1] if a else whole.nbytes, rows, part.shape[a] * whole.strides[a]
 
 
-def _bind_band(whole, index, part, into_whole, nt):
+def _bind_band(whole, index, part, into_whole, nt, table=None):
     """A step copying C-contiguous ``part`` into ``whole[index]`` (``into_whole``) or ``whole[index]``
     into ``part``, by the compiled row copy when that view is a band of rows (see :func:`_band`); else
-    NumPy's copy."""
+    NumPy's copy.  With a uint8 ``table`` (into_whole only): ``part`` through the table into the band in
+    one pass, or None when the band is not one."""
     view = whole[index]
     band = _band(whole, view) if _fixed(whole, whole.dtype) and _fixed(part, whole.dtype, view.shape) else None
+    if table is not None:
+        if band is None or whole.dtype != np.uint8 or not _fixed(table, np.uint8, (256,)):
+            return None
+        offset, stride, rows, width = band
+        mod = _kernels('eltwise')
+        return functools.partial(mod.lut_rows, part.reshape(-1), table, whole.reshape(-1), offset, stride, rows,
+                                 width, nt, mod.HAS_VBMI)
     if band is None:
         return functools.partial(np.copyto, view, part) if into_whole else functools.partial(np.copyto, part, view)
     offset, stride, rows, width = band
