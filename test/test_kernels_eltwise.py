@@ -503,7 +503,7 @@ def test_sigmoid_f32_bad_arguments():
 
 SOFTMAX_CASES = [((1, 16, 4, 2100), 1), ((3, 7, 5), 0), ((3, 7, 5), 1), ((3, 7, 5), 2), ((3, 7, 5), -1),
                  ((1000, 16), -1), ((129, 3), 1), ((2, 300, 1), 1), ((2, 5, 257), 1), ((1, 9, 513), 1),
-                 ((4, 1, 6), 1), ((17,), 0)]
+                 ((4, 1, 6), 1), ((17,), 0), ((7, 300), 1), ((2, 5000), -1)]
 
 
 def _softmax_close(y, expected, context):
@@ -545,6 +545,13 @@ def test_softmax_f32_special_values(isa):
     yt = E.softmax_f32(np.ascontiguousarray(x.T), 0, isa=isa)
     assert_bitexact(np.isnan(yt.T), np.isnan(y), isa)
     np.testing.assert_array_equal(yt.T[~np.isnan(y)], y[~np.isnan(y)])
+    # and along long rows (the row code: partial maxima and sums)
+    long = np.zeros((2, 400), np.float32)
+    long[0, 5] = np.nan
+    long[1, :200] = -np.inf
+    yl = E.softmax_f32(long, -1, isa=isa)
+    assert np.isnan(yl[0]).all() and (yl[1, :200] == 0).all()
+    np.testing.assert_allclose(yl[1, 200:], 1 / 200, rtol=1e-6)
 
 
 def test_softmax_f32_bad_arguments():

