@@ -871,7 +871,9 @@ def _bind_band(whole, index, part, into_whole, nt, table=None):
     """A step copying C-contiguous ``part`` into ``whole[index]`` (``into_whole``) or ``whole[index]``
     into ``part``, by the compiled row copy when that view is a band of rows (see :func:`_band`); else
     NumPy's copy.  With a uint8 ``table`` (into_whole only): ``part`` through the table into the band in
-    one pass, or None when the band is not one."""
+    one pass (``nt`` threads), or None when the band is not one.  A plain copy runs on the calling thread:
+    it is memory-bound and short (a few us for a detector's tensors), less than handing half of it to a
+    worker risks when the cores are busy."""
     view = whole[index]
     band = _band(whole, view) if _fixed(whole, whole.dtype) and _fixed(part, whole.dtype, view.shape) else None
     if table is not None:
@@ -887,8 +889,8 @@ def _bind_band(whole, index, part, into_whole, nt, table=None):
     flat, pflat = whole.reshape(-1).view(np.uint8), part.reshape(-1).view(np.uint8)
     copy = _kernels('eltwise').copy_rows
     if into_whole:
-        return functools.partial(copy, pflat, 0, width, flat, offset, stride, rows, width, nt)
-    return functools.partial(copy, flat, offset, stride, pflat, 0, width, rows, width, nt)
+        return functools.partial(copy, pflat, 0, width, flat, offset, stride, rows, width, 1)
+    return functools.partial(copy, flat, offset, stride, pflat, 0, width, rows, width, 1)
 
 
 def _sequence(calls):
@@ -926,8 +928,7 @@ def _split(node, ctx):
         return fn
 
     def bind(bufs, ins):
-        nt = ctx.threads(node)
-        return _sequence([_bind_band(ins[0], ix, buf, False, nt) for buf, ix in zip(bufs, index)
+        return _sequence([_bind_band(ins[0], ix, buf, False, 1) for buf, ix in zip(bufs, index)
                           if buf is not None and buf.size])
     return Lowered([ctx.buffer_spec(o) if o else ('fresh',) for o in outs], make, bind)
 
@@ -939,9 +940,8 @@ def _slice(node, ctx):
     spec = slice_spec(node, x.shape, consts, ctx.graph.opset)
     if x.layout == 'NHWC':
         spec = tuple(spec[a] for a in NCHW_TO_NHWC)
-    nt = ctx.threads(node)
     return _single(ctx, node, lambda out, x, *rest: np.copyto(out, x[spec]),
-                   lambda out, x, *rest: _bind_band(x, spec, out, False, nt) if out.size else _nothing)
+                   lambda out, x, *rest: _bind_band(x, spec, out, False, 1) if out.size else _nothing)
 
 
 # The compiled softmax is used along a strided axis and along rows up to this long (measured 1.5-7x faster
