@@ -10,7 +10,8 @@ Families (each compiled per instruction set, chosen at run time by :mod:`qvision
 * ``fconv``: :class:`FConv2d`, :class:`FLinear` - the same in float32;
 * ``pool``: max / average / global average pooling (uint8 with requantisation, and float32);
 * ``eltwise``: add, mul, concat (with requantisation), nearest upsampling, 256-entry lookup tables,
-  QuantizeLinear of float32 (optionally NCHW -> NHWC in the same pass).
+  QuantizeLinear of float32 (optionally NCHW -> NHWC in the same pass), DequantizeLinear, float32
+  softmax.
 
 Threads: every kernel takes ``num_threads`` and shares one process-wide pool of worker threads
 (:mod:`qvision_kernels._threadpool`, include/qv_threadpool.h): the caller works too and never waits for
@@ -19,8 +20,8 @@ before they sleep.
 """
 from . import _registry
 from .conv import QConv2d, QLinear, pack_weights
-from .eltwise import (add_f32, add_int8, concat_f32, concat_int8, lut_apply, make_lut, mul_f32, mul_int8,
-                      quantize_f32, upsample_nearest)
+from .eltwise import (add_f32, add_int8, concat_f32, concat_int8, dequantize_f32, lut_apply, make_lut, mul_f32,
+                      mul_int8, quantize_f32, softmax_f32, upsample_nearest)
 from .errors import KernelError
 from .fconv import FConv2d, FLinear
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -39,5 +40,5 @@ def usable_isas(family='qconv'):
 
 __all__ = ['QConv2d', 'QLinear', 'FConv2d', 'FLinear', 'pack_weights', 'max_pool2d', 'avg_pool2d',
            'global_avg_pool2d', 'add_int8', 'mul_int8', 'add_f32', 'mul_f32', 'concat_int8', 'concat_f32',
-           'upsample_nearest', 'make_lut', 'lut_apply', 'quantize_f32', 'KernelError', 'available_cores',
+           'upsample_nearest', 'make_lut', 'lut_apply', 'quantize_f32', 'dequantize_f32', 'softmax_f32', 'KernelError', 'available_cores',
            'resolve_num_threads', 'isa', 'usable_isas']

@@ -458,3 +458,42 @@ def quantize_f32(x, scale, zero_point, dtype=np.uint8, nchw_to_nhwc=False, out=N
                              info.min, info.max, nt)
     return out
 
+
+
+# --------------------------------------------------------------------------- Softmax, DequantizeLinear
+
+def softmax_f32(x, axis=-1, out=None, num_threads=1, isa=None):
+    """float32 ``exp(x - max) / sum(exp(x - max))`` along ``axis`` of a C-contiguous array (ONNX Softmax,
+    opset 13); ``out`` may be ``x``.  The exp is the sigmoid's of include/qv_fsimd.h (a few float32 ulps);
+    a NaN anywhere along the axis makes that whole slice NaN, as in NumPy (reference:
+    :func:`qvision_kernels.reference.eltwise.softmax_f32`)."""
+    x = _array(x, np.float32, 'x')
+    if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
+        raise KernelError('axis %r is outside the %d dimensions of x' % (axis, x.ndim))
+    axis %= x.ndim
+    out = _out(out, x.shape, np.float32)
+    if x.size:
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+        _kernels(isa).softmax_f32(x.reshape(-1), out.reshape(-1), outer, x.shape[axis], inner,
+                                  resolve_num_threads(num_threads))
+    return out
+
+
+def dequantize_f32(q, scale, zero_point, out=None, num_threads=1, isa=None):
+    """ONNX DequantizeLinear of a uint8 or int8 array with one scale and zero point:
+    ``float32(q - zero_point) * float32(scale)`` (reference:
+    :func:`qvision_kernels.reference.eltwise.dequantize_f32`, bit for bit)."""
+    if not isinstance(q, np.ndarray) or q.dtype not in (np.uint8, np.int8):
+        raise KernelError('q must be a uint8 or int8 numpy array, got %s' % getattr(q, 'dtype', type(q).__name__))
+    q = _array(q, q.dtype, 'q')
+    info = np.iinfo(q.dtype)
+    s = _scale(scale, 'scale')
+    if isinstance(zero_point, (bool, np.bool_)) or not isinstance(zero_point, (int, np.integer)) \
+            or not info.min <= zero_point <= info.max:
+        raise KernelError('zero_point must be an int in [%d, %d], got %r' % (info.min, info.max, zero_point))
+    out = _out(out, q.shape, np.float32)
+    if q.size:
+        _kernels(isa).dequantize_f32(q.reshape(-1).view(np.uint8), out.reshape(-1), q.dtype == np.int8,
+                                     np.float32(zero_point), np.float32(s), resolve_num_threads(num_threads))
+    return out

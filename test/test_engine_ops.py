@@ -175,6 +175,15 @@ AXIS_CASES = {
                              ax=np.array([3], np.int64), sp=np.array([-1], np.int64))),
     'softmax_axis1': ([helper.make_node('Softmax', ['t'], ['y'], axis=1)], {}),
     'logsoftmax_axis2': ([helper.make_node('LogSoftmax', ['t'], ['y'], axis=2)], {}),
+    # the compiled softmax along every physical position of the axis (channels last: rows; H, W: columns)
+    'softmax_axis2': ([helper.make_node('Softmax', ['t'], ['y'], axis=2)], {}),
+    'softmax_axis_-1': ([helper.make_node('Softmax', ['t'], ['y'], axis=-1)], {}),
+    'softmax_axis0': ([helper.make_node('Softmax', ['t'], ['y'], axis=0)], {}),
+    # contiguous bands of the channels-last rows: the compiled row copy
+    'slice_channels_band': ([helper.make_node('Slice', ['t', 'st', 'en', 'ax'], ['y'])],
+                            dict(st=np.array([1], np.int64), en=np.array([4], np.int64), ax=np.array([1], np.int64))),
+    'split_axis3_uneven': ([helper.make_node('Split', ['t', 's'], ['y', 'z'], axis=3)],
+                           _c('s', np.array([5, 2], np.int64))),
     'reducemean_hw_keep': ([helper.make_node('ReduceMean', ['t'], ['y'], axes=[2, 3], keepdims=1)], {}),
     'reducemax_c_nokeep': ([helper.make_node('ReduceMax', ['t'], ['y'], axes=[1], keepdims=0)], {}),
     'argmax_c': ([helper.make_node('ArgMax', ['t'], ['y'], axis=1)], {}),

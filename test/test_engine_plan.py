@@ -84,3 +84,42 @@ def test_tables_go_into_the_convolutions():
         again = _engine('yolov8', 'int8', threads=threads)
         for a, b in zip(again.run({'images': x}), apart.run({'images': x})):
             assert np.array_equal(a, b)
+
+
+SHIPPED = 'qvision_ros/data/detector_320.int8.onnx'
+
+
+def _calls(step):
+    """The calls a bound step makes: itself, or those of a sequence (lowering._sequence)."""
+    if isinstance(step, functools.partial):
+        return [step]
+    lists = [c.cell_contents for c in step.__closure__ or () if isinstance(c.cell_contents, list)]
+    return lists[0] if lists else [step]
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_shipped_detector_tail_steps(threads):
+    """The shipped int8 detector fed pre-quantised input: Softmax and DequantizeLinear are partials of the
+    compiled kernels, Split and Concat copy their bands by the compiled row copy (no NumPy strided copy;
+    a QConcat input with a rescale table goes through it on the way),
+    and the bound run gives the bytes of the checked wrappers."""
+    import os
+    engine = Engine(os.path.join(os.path.dirname(__file__), '..', SHIPPED), num_threads=threads)
+    plan = _plan(engine)
+    ops = {'Softmax': 0, 'DequantizeLinear': 0, 'Split': 0, 'Concat': 0, 'QConcat': 0}
+    for k, step in zip(plan._where, plan.program):
+        op = plan.info[k][1]
+        if op in ops:
+            for call in _calls(step):
+                assert _kernel_of(call).startswith('qvision_kernels._gen_eltwise'), (plan.info[k], call)
+                if op in ('Split', 'Concat', 'QConcat'):
+                    assert call.func.__name__ in ('copy_rows', 'lut_rows'), (plan.info[k], call)
+            ops[op] += 1
+    assert ops['Softmax'] >= 1 and ops['DequantizeLinear'] >= 6 and ops['Split'] >= 8 and ops['Concat'] >= 5 \
+        and ops['QConcat'] >= 10, ops
+    qi = next(iter(engine.quantized_inputs.values()))
+    x = np.random.default_rng(5).integers(0, 256, qi.shape, dtype=np.uint8)
+    fast = engine.run({qi.name: x})
+    slow = engine.intermediates({qi.name: x})
+    for info, a in zip(engine.outputs, fast):
+        np.testing.assert_array_equal(a, slow[info.name])

@@ -497,3 +497,148 @@ def test_sigmoid_f32_bad_arguments():
         E.sigmoid_f32(np.zeros((4, 4), np.float32)[:, ::2])
     with pytest.raises(KernelError):
         E.sigmoid_f32(np.zeros(4, np.float32), out=np.zeros(5, np.float32))
+
+
+# ------------------------------------------------------------------------------------------ Softmax
+
+SOFTMAX_CASES = [((1, 16, 4, 2100), 1), ((3, 7, 5), 0), ((3, 7, 5), 1), ((3, 7, 5), 2), ((3, 7, 5), -1),
+                 ((1000, 16), -1), ((129, 3), 1), ((2, 300, 1), 1), ((2, 5, 257), 1), ((1, 9, 513), 1),
+                 ((4, 1, 6), 1), ((17,), 0), ((7, 300), 1), ((2, 5000), -1)]
+
+
+def _softmax_close(y, expected, context):
+    # values in [0, 1] summing to 1 along the axis: x - max rounded to float32 costs |x - max| * 6e-8 of
+    # relative error, the exp and the sum a few ulps
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6, err_msg=str(context))
+
+
+@pytest.mark.parametrize('shape,axis', SOFTMAX_CASES)
+def test_softmax_f32(isa, shape, axis):
+    r = np.random.default_rng(zlib.crc32(repr((shape, axis)).encode()))
+    x = (r.standard_normal(shape) * 4 + r.uniform(-50, 50)).astype(np.float32)
+    expected = R.softmax_f32(x, axis)
+    y1 = E.softmax_f32(x, axis, isa=isa)
+    assert y1.dtype == np.float32 and y1.shape == x.shape
+    _softmax_close(y1, expected, (shape, axis, isa))
+    # 2 threads, out= and in place: the same bytes
+    y2 = np.full_like(x, 7)
+    assert E.softmax_f32(x, axis, out=y2, num_threads=2, isa=isa) is y2
+    assert_bitexact(y2, y1, (shape, axis, isa, '2 threads'))
+    xi = x.copy()
+    E.softmax_f32(xi, axis, out=xi, num_threads=2, isa=isa)
+    assert_bitexact(xi, y1, (shape, axis, isa, 'in place'))
+
+
+def test_softmax_f32_special_values(isa):
+    x = np.array([[0, 1, 2, 3],             # ordinary
+                  [-np.inf, 0, -np.inf, 0],  # -inf: weight 0
+                  [1e30, 0, -1e30, 1e30],   # huge spreads: exp underflows to exactly 0
+                  [5, np.nan, 5, 5],         # a NaN makes the row NaN (as NumPy)
+                  [np.nan, 5, 5, 5],
+                  [-88, -88, -88, -88]], np.float32)
+    y = E.softmax_f32(x, -1, isa=isa)
+    _softmax_close(y[:3], R.softmax_f32(x[:3], -1), isa)
+    assert y[1].tolist() == [0, 0.5, 0, 0.5] and y[2].tolist() == [0.5, 0, 0, 0.5]
+    assert np.isnan(y[3:5]).all()
+    assert y[5].tolist() == [0.25] * 4
+    # the same along a strided axis (the column path)
+    yt = E.softmax_f32(np.ascontiguousarray(x.T), 0, isa=isa)
+    assert_bitexact(np.isnan(yt.T), np.isnan(y), isa)
+    np.testing.assert_array_equal(yt.T[~np.isnan(y)], y[~np.isnan(y)])
+    # and along long rows (the row code: partial maxima and sums)
+    long = np.zeros((2, 400), np.float32)
+    long[0, 5] = np.nan
+    long[1, :200] = -np.inf
+    yl = E.softmax_f32(long, -1, isa=isa)
+    assert np.isnan(yl[0]).all() and (yl[1, :200] == 0).all()
+    np.testing.assert_allclose(yl[1, 200:], 1 / 200, rtol=1e-6)
+
+
+def test_softmax_f32_bad_arguments():
+    with pytest.raises(KernelError, match='axis'):
+        E.softmax_f32(np.zeros((2, 3), np.float32), axis=2)
+    with pytest.raises(KernelError):
+        E.softmax_f32(np.zeros((2, 3), np.float64))
+    with pytest.raises(KernelError, match='out must be'):
+        E.softmax_f32(np.zeros((2, 3), np.float32), out=np.zeros((3, 2), np.float32))
+    assert E.softmax_f32(np.zeros((0, 3), np.float32)).shape == (0, 3)
+
+
+# ---------------------------------------------------------------------------------- DequantizeLinear
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.int8])
+def test_dequantize_f32(isa, dtype):
+    r = np.random.default_rng(95 + np.dtype(dtype).itemsize + (dtype == np.int8))
+    info = np.iinfo(dtype)
+    for shape in [(0,), (1,), (33,), (1, 40, 40, 64), (16384 + 5,), (3, 16384)]:
+        q = r.integers(info.min, info.max + 1, shape).astype(dtype)
+        for zp in (info.min, 0, int(r.integers(info.min, info.max + 1)), info.max):
+            scale = float(r.uniform(1e-4, 0.5))
+            expected = R.dequantize_f32(q, scale, zp)
+            run_both(lambda out, nt: E.dequantize_f32(q, scale, zp, out=out, num_threads=nt, isa=isa),
+                     expected, 'dequantize %s %s s=%g zp=%d isa=%s' % (np.dtype(dtype).name, shape, scale, zp, isa))
+
+
+def test_dequantize_reference_is_dequantize_linear():
+    q = np.arange(256, dtype=np.uint8)
+    assert R.dequantize_f32(q, 0.05, 128).tolist() == dequantize(q, 0.05, 128).astype(np.float32).tolist()
+
+
+def test_dequantize_errors():
+    q = np.zeros((2, 3), np.uint8)
+    with pytest.raises(KernelError, match='uint8 or int8'):
+        E.dequantize_f32(q.astype(np.int16), 0.1, 0)
+    with pytest.raises(KernelError, match='zero_point'):
+        E.dequantize_f32(q.view(np.int8), 0.1, 200)
+    with pytest.raises(KernelError, match='scale'):
+        E.dequantize_f32(q, 0.0, 0)
+    with pytest.raises(KernelError, match='C-contiguous'):
+        E.dequantize_f32(np.zeros((4, 4), np.uint8)[:, ::2], 0.1, 0)
+
+
+# ---------------------------------------------------------------------------------------- band copies
+
+def test_copy_rows(isa):
+    """copy_rows against NumPy slicing: row widths around the 16/8/4-byte steps and the 256-byte memcpy
+    switch, row counts around a job (512 rows), both directions, 1 and 2 threads."""
+    mod = _registry.module('eltwise', isa)
+    r = np.random.default_rng(97)
+    for rows in (1, 3, 511, 512, 1300):
+        for width in (1, 3, 4, 7, 8, 15, 16, 17, 24, 31, 48, 255, 256, 257, 300):
+            for nt in (1, 2):
+                pad = int(r.integers(0, 40))
+                src = _u8(r, (rows, width + pad))
+                dst = _u8(r, (rows, width + 5))
+                expected = dst.copy()
+                expected[:, 2:2 + width] = src[:, pad:pad + width]
+                mod.copy_rows(src.reshape(-1), pad, width + pad, dst.reshape(-1), 2, width + 5, rows, width, nt)
+                assert_bitexact(dst, expected, (isa, rows, width, pad, nt))
+    with pytest.raises(ValueError, match='do not fit'):
+        mod.copy_rows(np.zeros(10, np.uint8), 0, 5, np.zeros(10, np.uint8), 1, 5, 2, 5, 1)
+    with pytest.raises(ValueError, match='do not fit'):
+        mod.copy_rows(np.zeros(10, np.uint8), 0, 3, np.zeros(10, np.uint8), 0, 5, 2, 5, 1)
+
+
+@pytest.mark.parametrize('vbmi', [False, True])
+def test_lut_rows(isa, vbmi):
+    """lut_rows against table[x] written into a band: widths around the stack buffer (4096 bytes) and
+    the copy steps, row counts around a job, 1 and 2 threads; VBMI only where the CPU has it."""
+    mod = _registry.module('eltwise', isa)
+    vbmi = vbmi and mod.HAS_VBMI
+    r = np.random.default_rng(98)
+    table = _u8(r, 256)
+    for rows in (1, 5, 512, 1100):
+        for width in (1, 7, 16, 24, 48, 64, 300, 4095, 4096, 5000):
+            if rows * width > 3_000_000:
+                continue
+            for nt in (1, 2):
+                x = _u8(r, (rows, width))
+                dst = _u8(r, (rows, width + 9))
+                expected = dst.copy()
+                expected[:, 3:3 + width] = table[x]
+                mod.lut_rows(x.reshape(-1), table, dst.reshape(-1), 3, width + 9, rows, width, nt, vbmi)
+                assert_bitexact(dst, expected, (isa, vbmi, rows, width, nt))
+    with pytest.raises(ValueError, match='do not fit'):
+        mod.lut_rows(np.zeros(9, np.uint8), table, np.zeros(20, np.uint8), 0, 5, 2, 5, 1, False)
+    with pytest.raises(ValueError, match='256'):
+        mod.lut_rows(np.zeros(10, np.uint8), table[:255], np.zeros(20, np.uint8), 0, 5, 2, 5, 1, False)

@@ -92,11 +92,10 @@ static inline qv_fb qv_fb_bcast(const float *p) { return _mm512_set1_ps(*p); }
 static inline qv_fv qv_fv_fma(qv_fv acc, qv_fb a, qv_fv w) { return _mm512_fmadd_ps(a, w, acc); }
 static inline qv_fv qv_fv_fmav(qv_fv acc, qv_fv a, qv_fv w) { return _mm512_fmadd_ps(a, w, acc); }
 
-/* sigmoid (silu = 0) or silu (silu = 1) of 16 lanes: the formula at the top of this file. */
-QV_FINLINE __m512 qv__fsig512(__m512 x, int silu)
+/* exp(u) of 16 lanes, u <= 0 (the exp at the top of this file): 0 below -QV_EXP_BOUND, NaN kept. */
+QV_FINLINE __m512 qv__fexp512(__m512 u)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512 u = _mm512_or_ps(x, _mm512_set1_ps(-0.0f));                    /* -|x| */
     const __m512 t = _mm512_max_ps(_mm512_set1_ps(-QV_EXP_BOUND), u);          /* NaN stays NaN */
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(QV_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -107,9 +106,15 @@ QV_FINLINE __m512 qv__fsig512(__m512 x, int silu)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QV_EXP_C3));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QV_EXP_C2));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one);
-    /* e = p * 2^n (n >= -126: exact); 0 where |x| > QV_EXP_BOUND */
-    const __m512 e = _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(u, _mm512_set1_ps(-QV_EXP_BOUND), _CMP_NLT_UQ),
-                                            p, n);
+    /* e = p * 2^n (n >= -126: exact); 0 where u < -QV_EXP_BOUND */
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(u, _mm512_set1_ps(-QV_EXP_BOUND), _CMP_NLT_UQ), p, n);
+}
+
+/* sigmoid (silu = 0) or silu (silu = 1) of 16 lanes: the formula at the top of this file. */
+QV_FINLINE __m512 qv__fsig512(__m512 x, int silu)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 e = qv__fexp512(_mm512_or_ps(x, _mm512_set1_ps(-0.0f)));       /* exp(-|x|) */
     const __m512 d = _mm512_add_ps(one, e);
     const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ);   /* x < 0 or NaN */
     const __m512 num = silu ? _mm512_mask_mul_ps(x, neg, x, e) : _mm512_mask_mov_ps(one, neg, e);
@@ -177,10 +182,9 @@ static inline qv_fv qv_fv_fmav(qv_fv acc, qv_fv a, qv_fv w)
     return acc;
 }
 
-/* sigmoid (silu = 0) or silu (silu = 1) of 8 lanes: the formula at the top of this file. */
-QV_FINLINE __m256 qv__fsig256(__m256 x, int silu)
+/* exp(-a) of 8 lanes, a >= 0 (the exp at the top of this file): 0 above QV_EXP_BOUND, NaN kept. */
+QV_FINLINE __m256 qv__fexpneg256(__m256 a)
 {
-    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
     const __m256 t = _mm256_min_ps(_mm256_set1_ps(QV_EXP_BOUND), a);    /* NaN stays NaN */
     const __m256 m = _mm256_set1_ps(QV_ROUND_MAGIC);
     __m256 n = _mm256_sub_ps(_mm256_fnmadd_ps(t, _mm256_set1_ps(QV_LOG2E), m), m);
@@ -192,8 +196,14 @@ QV_FINLINE __m256 qv__fsig256(__m256 x, int silu)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QV_EXP_C2));
     p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
     const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-    e = _mm256_andnot_ps(_mm256_cmp_ps(a, _mm256_set1_ps(QV_EXP_BOUND), _CMP_GT_OQ), e);
+    const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return _mm256_andnot_ps(_mm256_cmp_ps(a, _mm256_set1_ps(QV_EXP_BOUND), _CMP_GT_OQ), e);
+}
+
+/* sigmoid (silu = 0) or silu (silu = 1) of 8 lanes: the formula at the top of this file. */
+QV_FINLINE __m256 qv__fsig256(__m256 x, int silu)
+{
+    const __m256 e = qv__fexpneg256(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x));    /* exp(-|x|) */
     const __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
     const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NGE_UQ);        /* x < 0 or NaN */
     __m256 num = silu ? _mm256_blendv_ps(x, _mm256_mul_ps(x, e), neg)
@@ -253,12 +263,11 @@ static inline qv_fv qv_fv_fmav(qv_fv acc, qv_fv a, qv_fv w)
     for (int l = 0; l < 16; l++) acc.v[l] += a.v[l] * w.v[l];
     return acc;
 }
-/* sigmoid (silu = 0) or silu (silu = 1) of one float: the formula at the top of this file, written
- * without branches so that the compiler vectorises loops over lanes. */
-QV_FINLINE float qv__fsig1(float x, int silu)
+/* exp(-a) of one float, a >= 0 (the exp at the top of this file): 0 above QV_EXP_BOUND, NaN kept;
+ * written without branches so that the compiler vectorises loops over lanes. */
+QV_FINLINE float qv__fexpneg1(float a)
 {
     union { float f; unsigned u; } y, s;
-    const float a = fabsf(x);
     const float t = a > QV_EXP_BOUND ? QV_EXP_BOUND : a;                /* NaN stays NaN */
     y.f = QV_ROUND_MAGIC - t * QV_LOG2E;        /* bits: those of the magic number + n */
     const float n = y.f - QV_ROUND_MAGIC;
@@ -270,8 +279,14 @@ QV_FINLINE float qv__fsig1(float x, int silu)
     p = p * r + QV_EXP_C2;
     p = (p * (r * r) + r) + 1.0f;
     s.u = (y.u - 0x4B400000u + 127u) << 23;     /* 2^n (unsigned: no undefined shift for a NaN) */
-    float e = p * s.f;
-    e = a > QV_EXP_BOUND ? 0.0f : e;
+    const float e = p * s.f;
+    return a > QV_EXP_BOUND ? 0.0f : e;
+}
+
+/* sigmoid (silu = 0) or silu (silu = 1) of one float: the formula at the top of this file. */
+QV_FINLINE float qv__fsig1(float x, int silu)
+{
+    const float e = qv__fexpneg1(fabsf(x));
     /* every operand computed unconditionally, then selected: no branch the vectoriser must keep */
     const float xe = x * e, d = 1.0f + e;
     const float pos = silu ? x : 1.0f, neg = silu ? xe : e;
@@ -314,6 +329,29 @@ QV_FNOINLINE void qv_f_act_array(const float *src, float *dst, long n, int act)
     long k = 0;
     for (; k + 16 <= n; k += 16) qv_fv_store_act(qv_fv_load(src + k), act, 0.0f, 0.0f, dst + k, 16);
     if (k < n) qv_fv_store_act(qv_fv_load_n(src + k, (int)(n - k)), act, 0.0f, 0.0f, dst + k, (int)(n - k));
+}
+
+/* dst[0, n) = exp(src[0, n)) for src <= 0 (softmax's x - max): the exp of the sigmoid above, 0 below
+ * -QV_EXP_BOUND, NaN kept; dst may be src. */
+QV_FNOINLINE void qv_f_exp_array(const float *src, float *dst, long n)
+{
+    long k = 0;
+#if defined(QV_ISA_AVX512VNNI)
+    for (; k + 16 <= n; k += 16) _mm512_storeu_ps(dst + k, qv__fexp512(_mm512_loadu_ps(src + k)));
+    if (k < n) {
+        const __mmask16 m = qv__fmask((int)(n - k));
+        _mm512_mask_storeu_ps(dst + k, m, qv__fexp512(_mm512_maskz_loadu_ps(m, src + k)));
+    }
+#elif defined(QV_ISA_AVXVNNI) || defined(QV_ISA_AVX2)
+    const __m256 zero = _mm256_setzero_ps();
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, qv__fexpneg256(_mm256_sub_ps(zero, _mm256_loadu_ps(src + k))));
+    if (k < n) {
+        const __m256i m = qv__fmask8((int)(n - k));
+        _mm256_maskstore_ps(dst + k, m, qv__fexpneg256(_mm256_sub_ps(zero, _mm256_maskload_ps(src + k, m))));
+    }
+#else
+    for (; k < n; k++) dst[k] = qv__fexpneg1(0.0f - src[k]);
+#endif
 }
 
 static inline const char *qv_f_isa_name(void) { return QV_F_ISA_NAME; }

@@ -106,3 +106,17 @@ def quantize_f32(x, scale, zero_point, dtype=np.uint8):
         return np.where(np.isnan(x), np.array(zero_point, dtype), quantize(np.nan_to_num(x, nan=0.0), scale,
                                                                             zero_point, dtype))
 
+
+
+def softmax_f32(x, axis=-1):
+    """Softmax along ``axis`` in float64, rounded to float32 once."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid='ignore', over='ignore'):
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        return (e / np.sum(e, axis=axis, keepdims=True)).astype(np.float32)
+
+
+def dequantize_f32(q, scale, zero_point):
+    """DequantizeLinear: ``float32(q - zero_point) * float32(scale)``, the subtraction exact in float32."""
+    d = np.asarray(q).astype(np.float32) - np.float32(zero_point)
+    return d * np.float32(scale)

@@ -664,15 +664,20 @@ def _dequantize(node, ctx):
     x = ctx.value(node.inputs[0])
     if s is None or s.size != 1 or (zp is not None and zp.size != 1) or x.dtype not in (np.uint8, np.int8):
         return _generic(node, ctx)
-    scale = np.float32(s.reshape(-1)[0])
-    z = np.float32(0 if zp is None else int(zp.reshape(-1)[0]))
+    scale = float(np.float32(s.reshape(-1)[0]))
+    z = 0 if zp is None else int(zp.reshape(-1)[0])
+    nt = ctx.threads(node)
+    # float32(q - zp) * s (qvision_kernels.dequantize_f32: q and zp are exact in float32, the difference too)
+    return _single(ctx, node, lambda out, q: K.dequantize_f32(q, scale, z, out=out, num_threads=nt),
+                   lambda out, q: _bind_dequantize(q, scale, z, out, nt))
 
-    def run(out, q):
-        # float32(q - zp) * s: q and zp are exact in float32, the difference too (the subtraction reads
-        # the integers as float32 itself)
-        np.subtract(q, z, out=out, dtype=np.float32)
-        out *= scale
-    return _single(ctx, node, run)
+
+def _bind_dequantize(q, scale, z, out, nt):
+    if not (q.dtype in (np.uint8, np.int8) and _fixed(q, q.dtype) and _fixed(out, np.float32, q.shape)) \
+            or q.size == 0:
+        return functools.partial(K.dequantize_f32, q, scale, z, out=out, num_threads=nt)
+    return functools.partial(_kernels('eltwise').dequantize_f32, q.reshape(-1).view(np.uint8), out.reshape(-1),
+                             q.dtype == np.int8, np.float32(z), np.float32(scale), nt)
 
 
 @lowering('Int8ToUint8', 'Uint8ToInt8')
@@ -829,22 +834,71 @@ def _bind_concat(arrays, out, axis, tables, scratch, nt):
     outer = int(np.prod(out.shape[:axis], dtype=np.int64))
     if outer == 0 or out.size == 0:
         return _nothing
-    rows = out.reshape(outer, -1).view(np.uint8)
-    widths = [x.reshape(outer, -1).view(np.uint8).shape[1] for x in arrays]
-    unit = next(u for u in (16, 8, 4, 2, 1) if rows.shape[1] % u == 0 and all(w % u == 0 for w in widths))
-    vtype = np.dtype('V%d' % unit) if unit > 1 else np.dtype(np.uint8)
-    dst = rows.view(vtype)
     calls = []
-    col = 0
-    for x, table, width in zip(arrays, tables, widths):
-        if width:
+    start = 0
+    for x, table in zip(arrays, tables):
+        index = (slice(None),) * axis + (slice(start, start + x.shape[axis]),)
+        start += x.shape[axis]
+        if x.size:
+            fused = table is not None and _bind_band(out, index, x, True, nt, table)
+            if fused:
+                calls.append(fused)
+                continue
             if table is not None:
                 tmp = scratch[:x.size].reshape(x.shape)
                 calls.append(_bind_lut(x, table, tmp, nt))
                 x = tmp
-            src = x.reshape(outer, -1).view(np.uint8).view(vtype)
-            calls.append(functools.partial(np.copyto, dst[:, col // unit:(col + width) // unit], src))
-        col += width
+            calls.append(_bind_band(out, index, x, True, nt))
+    return _sequence(calls)
+
+
+def _band(whole, part):
+    """(byte offset, row stride, rows, row bytes) of ``part``, a view of C-contiguous ``whole`` that
+    keeps every axis whole except one, cut to a contiguous range, seen as rows of bytes; None for other
+    views."""
+    if part.ndim != whole.ndim or part.size == 0 or part.dtype != whole.dtype:
+        return None
+    cut = [a for a in range(whole.ndim) if part.shape[a] != whole.shape[a]]
+    if len(cut) > 1 or part.strides != whole.strides:
+        return None
+    a = cut[0] if cut else 0
+    offset = part.__array_interface__['data'][0] - whole.__array_interface__['data'][0]
+    rows = int(np.prod(whole.shape[:a], dtype=np.int64))
+    return offset, whole.strides[a - 1] if a else whole.nbytes, rows, part.shape[a] * whole.strides[a]
+
+
+def _bind_band(whole, index, part, into_whole, nt, table=None):
+    """A step copying C-contiguous ``part`` into ``whole[index]`` (``into_whole``) or ``whole[index]``
+    into ``part``, by the compiled row copy when that view is a band of rows (see :func:`_band`); else
+    NumPy's copy.  With a uint8 ``table`` (into_whole only): ``part`` through the table into the band in
+    one pass (``nt`` threads), or None when the band is not one.  A plain copy runs on the calling thread:
+    it is memory-bound and short (a few us for a detector's tensors), less than handing half of it to a
+    worker risks when the cores are busy."""
+    view = whole[index]
+    band = _band(whole, view) if _fixed(whole, whole.dtype) and _fixed(part, whole.dtype, view.shape) else None
+    if table is not None:
+        if band is None or whole.dtype != np.uint8 or not _fixed(table, np.uint8, (256,)):
+            return None
+        offset, stride, rows, width = band
+        mod = _kernels('eltwise')
+        return functools.partial(mod.lut_rows, part.reshape(-1), table, whole.reshape(-1), offset, stride, rows,
+                                 width, nt, mod.HAS_VBMI)
+    if band is None:
+        return functools.partial(np.copyto, view, part) if into_whole else functools.partial(np.copyto, part, view)
+    offset, stride, rows, width = band
+    flat, pflat = whole.reshape(-1).view(np.uint8), part.reshape(-1).view(np.uint8)
+    copy = _kernels('eltwise').copy_rows
+    if into_whole:
+        return functools.partial(copy, pflat, 0, width, flat, offset, stride, rows, width, 1)
+    return functools.partial(copy, flat, offset, stride, pflat, 0, width, rows, width, 1)
+
+
+def _sequence(calls):
+    """One step running ``calls`` in order."""
+    if not calls:
+        return _nothing
+    if len(calls) == 1:
+        return calls[0]
 
     def step():
         for call in calls:
@@ -874,12 +928,8 @@ def _split(node, ctx):
         return fn
 
     def bind(bufs, ins):
-        pairs = [(buf, ins[0][ix]) for buf, ix in zip(bufs, index) if buf is not None]
-
-        def step():
-            for buf, src in pairs:
-                np.copyto(buf, src)
-        return step
+        return _sequence([_bind_band(ins[0], ix, buf, False, 1) for buf, ix in zip(bufs, index)
+                          if buf is not None and buf.size])
     return Lowered([ctx.buffer_spec(o) if o else ('fresh',) for o in outs], make, bind)
 
 
@@ -891,7 +941,12 @@ def _slice(node, ctx):
     if x.layout == 'NHWC':
         spec = tuple(spec[a] for a in NCHW_TO_NHWC)
     return _single(ctx, node, lambda out, x, *rest: np.copyto(out, x[spec]),
-                   lambda out, x, *rest: functools.partial(np.copyto, out, x[spec]))
+                   lambda out, x, *rest: _bind_band(x, spec, out, False, 1) if out.size else _nothing)
+
+
+# The compiled softmax is used along a strided axis and along rows up to this long (measured 1.5-7x faster
+# than the NumPy passes there); longer contiguous rows stay with NumPy, whose passes are as fast.
+SOFTMAX_SHORT_ROW = 256
 
 
 @lowering('Softmax', 'LogSoftmax')
@@ -908,6 +963,13 @@ def _softmax(node, ctx):
     log = node.op == 'LogSoftmax'
     if x.dtype != np.float32:
         return _generic(node, ctx)
+    shape = x.physical_shape()
+    outer = int(np.prod(shape[:pa], dtype=np.int64))
+    inner = int(np.prod(shape[pa + 1:], dtype=np.int64))
+    if not log and (inner > 1 or shape[pa] <= SOFTMAX_SHORT_ROW):
+        nt = ctx.threads(node)
+        return _single(ctx, node, lambda out, x: K.softmax_f32(x, pa, out=out, num_threads=nt),
+                       lambda out, x: _bind_softmax(x, out, outer, shape[pa], inner, pa, nt), inplace=0)
 
     reduced = list(x.physical_shape())
     reduced[pa] = 1
@@ -926,6 +988,12 @@ def _softmax(node, ctx):
             np.sum(out, axis=pa, keepdims=True, out=t)
             out /= t
     return _single(ctx, node, run)
+
+
+def _bind_softmax(x, out, outer, n, inner, axis, nt):
+    if not (_fixed(x, np.float32) and _fixed(out, np.float32, x.shape)) or x.size == 0:
+        return functools.partial(K.softmax_f32, x, axis, out=out, num_threads=nt)
+    return functools.partial(_kernels('eltwise').softmax_f32, x.reshape(-1), out.reshape(-1), outer, n, inner, nt)
 
 
 @lowering('ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ArgMax', 'ArgMin')
