@@ -10,13 +10,14 @@ import os
 cdef extern from "qv_threadpool.h" nogil:
     ctypedef struct qv_pool_t:
         int nworkers
-        long spin_ns
         unsigned long jobs_parallel
         unsigned long tasks_by_workers
         unsigned long stalls
     qv_pool_t qv_pool
     void qv_pool_parallel_for(qv_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads)
     int qv_pool_init(long spin_us)
+    long qv_pool_spin_ns()
+    void qv_pool_set_spin_ns(long ns)
     int QV_POOL_DEFAULT_SPIN_US
     int qv_pool_selftest(long timeout_ms, int *ids)
     int qv_pool_stalltest(long hold_ms, long timeout_ms)
@@ -48,8 +49,8 @@ def set_spin_us(long us):
     """How long (microseconds) an idle worker spins before it sleeps; returns the previous value."""
     if us < 0:
         raise ValueError('spin time must be >= 0 microseconds, got %d' % us)
-    cdef long old = qv_pool.spin_ns // 1000
-    qv_pool.spin_ns = us * 1000
+    cdef long old = qv_pool_spin_ns() // 1000
+    qv_pool_set_spin_ns(us * 1000)
     return old
 
 
@@ -58,7 +59,7 @@ def stats():
     had lost its core, after which jobs run alone for a while) and the spin time (us)."""
     return {'workers': qv_pool.nworkers, 'jobs_parallel': qv_pool.jobs_parallel,
             'tasks_by_workers': qv_pool.tasks_by_workers, 'stalls': qv_pool.stalls,
-            'spin_us': qv_pool.spin_ns // 1000}
+            'spin_us': qv_pool_spin_ns() // 1000}
 
 
 def _selftest(long timeout_ms=10000):

@@ -366,7 +366,7 @@ def time_columns(fns, repeat, warmup, rounds, pause_s=0.05):
 
     The calls of one column are taken in ``rounds`` blocks, the columns alternating block by block, so
     that a burst of load from other processes on a shared machine hits every column alike.  Each block
-    starts with a pause (the worker threads of the previous library - OpenMP, ONNX Runtime, OpenBLAS -
+    starts with a pause (the worker threads of the previous library - ours, ONNX Runtime's, OpenBLAS's -
     stop spinning and give the cores back) and ``warmup`` untimed calls.
     """
     samples = {key: [] for key in fns}

@@ -25,18 +25,35 @@ STRESS = os.path.join(ROOT, 'test', 'c', 'test_qv_threadpool.c')
 INCLUDE = os.path.join(ROOT, 'qvision_kernels', 'include')
 
 
-def _stress(tmp_path, cc, flags=(), runner=()):
+def _stress(tmp_path, cc, flags=(), runner=(), env=None):
     exe = str(tmp_path / 'pool_stress')
     subprocess.run([cc, '-O2', '-std=gnu99', '-pthread', '-I', INCLUDE] + list(flags) + [STRESS, '-o', exe],
                    check=True, capture_output=True, text=True)
-    run = subprocess.run(list(runner) + [exe], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(list(runner) + [exe], capture_output=True, text=True, timeout=600,
+                         env=None if env is None else dict(os.environ, **env))
     assert run.returncode == 0 and ' 0 failed' in run.stdout, run.stdout + run.stderr
+    return run
 
 
 def test_pool_stress_in_c(tmp_path):
     """8000 jobs of random sizes and thread counts from two submitting threads: every task exactly once,
     worker ids inside the job's thread count, nothing left running when a job returns."""
     _stress(tmp_path, 'gcc' if shutil.which('gcc') else 'cc')
+
+
+def test_pool_stress_under_thread_sanitizer(tmp_path):
+    """The same stress test built with ThreadSanitizer: no data race in the pool (its memory ordering is
+    all __atomic builtins; a plain access shared between threads is reported)."""
+    cc = shutil.which('gcc')
+    probe = tmp_path / 'probe.c'
+    probe.write_text('int main(void) { return 0; }\n')
+    if cc is None or subprocess.run([cc, '-fsanitize=thread', str(probe), '-o', str(tmp_path / 'probe')],
+                                    capture_output=True).returncode != 0:
+        if os.environ.get('CI'):
+            pytest.fail('CI must have gcc with ThreadSanitizer (libtsan, from build-essential)')
+        pytest.skip('no gcc with ThreadSanitizer on this machine')
+    run = _stress(tmp_path, cc, ['-O1', '-g', '-fsanitize=thread'], env={'TSAN_OPTIONS': 'halt_on_error=1 exitcode=66'})
+    assert 'ThreadSanitizer' not in run.stderr, run.stderr
 
 
 def test_pool_stress_on_aarch64(tmp_path):

@@ -49,7 +49,9 @@
  * worker lost its core while holding the task.  The caller then runs jobs alone for a while (25 ms,
  * doubling with each stall that comes within QV_POOL_CALM_NS of the one before, up to 0.8 s) and tries
  * again. */
+#ifndef QV_POOL_STALL_NS            /* a test may raise it: test/c/test_qv_threadpool.c */
 #define QV_POOL_STALL_NS 300000L
+#endif
 #define QV_POOL_SOLO_NS 25000000L
 #define QV_POOL_SOLO_MAX_SHIFT 5
 #define QV_POOL_CALM_NS 5000000000L
@@ -92,6 +94,10 @@ static qv_pool_t qv_pool __attribute__((aligned(64)));
 #define QV_R_EPOCH(r) ((uint32_t)((r) >> 40) & QV_EPOCH_MASK)
 #define QV_R_FRONT(r) ((Py_ssize_t)(((r) >> 20) & 0xfffffu))
 #define QV_R_BACK(r) ((Py_ssize_t)((r) & 0xfffffu))
+
+/* The spin time is changed at run time (set_spin_us) while workers read it. */
+static inline long qv_pool_spin_ns(void) { return __atomic_load_n(&qv_pool.spin_ns, __ATOMIC_RELAXED); }
+static inline void qv_pool_set_spin_ns(long ns) { __atomic_store_n(&qv_pool.spin_ns, ns, __ATOMIC_RELAXED); }
 
 static inline long qv_now_ns(void)
 {
@@ -156,7 +162,7 @@ static void *qv_pool_worker(void *arg)
             continue;
         }
         /* spin for a while: the next layer of a model run usually comes within microseconds */
-        long deadline = qv_now_ns() + qv_pool.spin_ns;
+        long deadline = qv_now_ns() + qv_pool_spin_ns();
         unsigned n = 0;
         int found = 0;
         for (;;) {
@@ -359,9 +365,9 @@ static int qv_pool_init(long spin_us)
     pthread_mutex_init(&qv_pool.submit, NULL);
     pthread_mutex_init(&qv_pool.sleep_lock, NULL);
     pthread_cond_init(&qv_pool.wake, NULL);
-    qv_pool.spin_ns = QV_POOL_DEFAULT_SPIN_US * 1000L;
+    qv_pool_set_spin_ns(QV_POOL_DEFAULT_SPIN_US * 1000L);
     if (spin_us >= 0)
-        qv_pool.spin_ns = spin_us * 1000L;
+        qv_pool_set_spin_ns(spin_us * 1000L);
     return pthread_atfork(qv_pool_atfork_prepare, qv_pool_atfork_parent, qv_pool_atfork_child);
 }
 
