@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import qvision_kernels as K
+from kernel_check import aarch64_cross_tools
 from qvision_kernels import _threadpool
 from qvision_kernels.reference import conv2d_int8
 
@@ -57,15 +58,11 @@ def test_pool_stress_under_thread_sanitizer(tmp_path):
 
 
 def test_pool_stress_on_aarch64(tmp_path):
-    cc = shutil.which('aarch64-linux-gnu-gcc')
-    qemu = shutil.which('qemu-aarch64') or shutil.which('qemu-aarch64-static')
     if platform.machine().lower() in ('aarch64', 'arm64'):
-        cc, qemu = shutil.which('gcc') or 'cc', None
-    elif not (cc and qemu):
-        if os.environ.get('CI'):
-            pytest.fail('CI must install gcc-aarch64-linux-gnu and qemu-user (see .ci/run)')
-        pytest.skip('no aarch64 cross compiler or qemu-aarch64 on this machine')
-    _stress(tmp_path, cc, ['-static'] if qemu else [], (qemu, '-cpu', 'max') if qemu else ())
+        _stress(tmp_path, shutil.which('gcc') or 'cc')
+        return
+    cc, runner = aarch64_cross_tools()
+    _stress(tmp_path, cc, ['-static'], runner)
 
 
 def _conv_case(seed, size=24, c=16, oc=32):
